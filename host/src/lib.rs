@@ -1,0 +1,9 @@
+//! spar-host: SPaR self-play with models in libtorch and plugins as WebAssembly components.
+//!
+//! Modules by concern, data flowing one way: `plugin` (the sandboxed component host and one
+//! module per world) → `score` (checking responses with checker plugins) → `bench`.
+
+pub mod bench;
+pub mod plugin;
+pub mod score;
+pub mod torch;

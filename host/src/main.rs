@@ -1,0 +1,295 @@
+//! The `spar-host` command line.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use spar_host::plugin::checker::{Checker, CheckerSet};
+use spar_host::plugin::{PluginHost, SandboxConfig, conformance, plugin_dirs};
+use spar_host::score;
+
+#[derive(Parser)]
+#[command(name = "spar-host", version, about = "SPaR self-play: models in libtorch, plugins in WebAssembly")]
+struct Cli {
+    #[command(flatten)]
+    sandbox: SandboxArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Sandbox limits, for every command that runs plugins.
+#[derive(Args)]
+struct SandboxArgs {
+    /// Fuel (≈ wasm instructions) per plugin call.
+    #[arg(long, global = true)]
+    fuel: Option<u64>,
+    /// Memory limit per plugin instance, in MiB.
+    #[arg(long, global = true)]
+    memory_mib: Option<usize>,
+    /// Compile plugins on every load instead of using the compiled-component cache.
+    #[arg(long, global = true)]
+    no_cache: bool,
+}
+
+impl SandboxArgs {
+    fn host(&self) -> anyhow::Result<PluginHost> {
+        let mut c = SandboxConfig::default();
+        if let Some(f) = self.fuel {
+            c.fuel_per_call = f;
+        }
+        if let Some(m) = self.memory_mib {
+            c.memory_limit_bytes = m << 20;
+        }
+        if self.no_cache {
+            c.cache_dir = None;
+        }
+        PluginHost::new(c)
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show the linked libtorch (version check, devices, threads) and where plugins are found.
+    Info,
+    /// Inspect and test plugins.
+    #[command(subcommand)]
+    Plugin(PluginCmd),
+    /// Score responses against verifiable instructions with checker plugins.
+    Score {
+        /// JSONL rows: IFEval's `input_data.jsonl` fields plus `response`.
+        input: PathBuf,
+        /// Checker plugins (name or path); an instruction id goes to the plugin that lists it.
+        #[arg(long = "plugin", required = true)]
+        plugins: Vec<String>,
+        /// Where to write the verdict rows (JSONL, input order).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Benchmarks that print measurements side by side.
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[derive(Subcommand)]
+enum PluginCmd {
+    /// Kind, world, exports, imports and sha256 of a plugin.
+    Inspect { plugin: String },
+    /// Run the conformance suite of the plugin's kind; prints `N passed, M failed`.
+    Check { plugin: String },
+    /// The plugins a bare `--plugin NAME` can name.
+    List,
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Per-call overhead, instantiate time, cold vs cached load of a checker plugin.
+    Plugins {
+        #[arg(long = "plugin", default_value = "spar-checks")]
+        plugin: String,
+        /// Timed calls.
+        #[arg(long, default_value_t = 20000)]
+        calls: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SPAR_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", chain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line.
+fn chain(e: &anyhow::Error) -> String {
+    e.chain()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Info => {
+            let t = spar_host::torch::info();
+            println!("spar-host {}", env!("CARGO_PKG_VERSION"));
+            println!(
+                "libtorch: loaded (check {}), cuda: {} ({} devices), threads: {}",
+                t.check, t.cuda, t.cuda_devices, t.threads
+            );
+            println!(
+                "plugin path: {}",
+                plugin_dirs()
+                    .iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(":")
+            );
+            println!(
+                "component cache: {}",
+                spar_host::plugin::sandbox::default_cache_dir().display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plugin(cmd) => plugin_cmd(&cli.sandbox, cmd).await,
+        Command::Score {
+            input,
+            plugins,
+            out,
+        } => score_cmd(&cli.sandbox, &input, &plugins, out.as_deref()).await,
+        Command::Bench(BenchCmd::Plugins { plugin, calls }) => {
+            let path = PluginHost::resolve(&plugin)?;
+            print!("{}", spar_host::bench::plugins(&path, calls).await?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn plugin_cmd(sandbox: &SandboxArgs, cmd: PluginCmd) -> anyhow::Result<ExitCode> {
+    let host = sandbox.host()?;
+    match cmd {
+        PluginCmd::Inspect { plugin } => {
+            let path = PluginHost::resolve(&plugin)?;
+            let p = host.load(&path)?;
+            println!("file:     {}", p.path.display());
+            println!("sha256:   {}", p.sha256);
+            match p.kind {
+                Some(k) => {
+                    println!("kind:     {k}");
+                    println!("world:    {}", k.world());
+                }
+                None => println!("kind:     none (exports no spar world)"),
+            }
+            println!("exports:  {}", p.exports.join(", "));
+            println!("imports:  {}", p.imports.join(", "));
+            if let Some(info) = info_of(p).await? {
+                println!("name:     {} {}", info.name, info.version);
+                println!("about:    {}", info.description);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        PluginCmd::Check { plugin } => {
+            let path = PluginHost::resolve(&plugin)?;
+            let p = host.load(&path)?;
+            let report = conformance::run(p).await?;
+            print!("{}", report.render());
+            Ok(if report.failed() == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        PluginCmd::List => {
+            for dir in plugin_dirs() {
+                let Ok(entries) = std::fs::read_dir(&dir) else {
+                    continue;
+                };
+                let mut files: Vec<_> = entries
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|e| e == "wasm"))
+                    .collect();
+                files.sort();
+                for f in files {
+                    match host.load(&f) {
+                        Ok(p) => println!(
+                            "{:<20} {:<16} {}",
+                            p.file_name.replace('_', "-"),
+                            p.kind.map_or("-".into(), |k| k.to_string()),
+                            f.display()
+                        ),
+                        Err(e) => println!("{:<20} error: {e}", f.display()),
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn info_of(
+    p: spar_host::plugin::Plugin,
+) -> anyhow::Result<Option<spar_host::plugin::PluginInfo>> {
+    use spar_host::plugin::{PluginKind as K, prompts, search, taxonomy};
+    let info = match p.kind {
+        Some(K::Checker) => Checker::from_plugin(p).await?.plugin().info.clone(),
+        Some(K::JudgePrompts) => prompts::Prompts::from_plugin(p).await?.plugin().info.clone(),
+        Some(K::Taxonomy) => taxonomy::Taxonomy::from_plugin(p).await?.plugin().info.clone(),
+        Some(K::SearchStrategy) => search::SearchStrategy::from_plugin(p)
+            .await?
+            .plugin()
+            .info
+            .clone(),
+        None => None,
+    };
+    Ok(info)
+}
+
+async fn score_cmd(
+    sandbox: &SandboxArgs,
+    input: &Path,
+    plugins: &[String],
+    out: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    // Validate the whole input before loading anything.
+    let rows = score::read_rows(input)?;
+    let host = sandbox.host()?;
+    let mut checkers = Vec::new();
+    for name in plugins {
+        let path = PluginHost::resolve(name)?;
+        checkers.push(
+            Checker::load(&host, &path)
+                .await
+                .with_context(|| format!("loading checker `{name}`"))?,
+        );
+    }
+    let mut set = CheckerSet::new(checkers).await?;
+    let bar = indicatif::ProgressBar::new(rows.len() as u64).with_style(
+        indicatif::ProgressStyle::with_template("scoring {bar:30} {pos}/{len} rows, ETA {eta}")
+            .expect("valid template"),
+    );
+    let scored = score::score(&mut set, &rows, |n| bar.set_position(n as u64)).await;
+    bar.finish_and_clear();
+    for s in &scored {
+        for e in &s.errors {
+            eprintln!("warning: {}: {e}", input.display());
+        }
+    }
+    if let Some(out) = out {
+        score::write_jsonl_atomic(out, &scored)?;
+    }
+    let s = score::summarize(&scored);
+    println!(
+        "{} rows, {} instructions ({} not checkable)",
+        s.rows, s.instructions, s.errors
+    );
+    println!(
+        "prompt-level strict {:.3}  loose {:.3}",
+        s.prompt_strict, s.prompt_loose
+    );
+    println!(
+        "instruction-level strict {:.3}  loose {:.3}",
+        s.instruction_strict, s.instruction_loose
+    );
+    if let Some(out) = out {
+        println!("verdicts: {}", out.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,76 @@
+//! On-disk cache of compiled components.
+//!
+//! A precompiled `.cwasm` is only valid for the exact wasmtime version and engine settings
+//! that produced it, and deserializing one is `unsafe` (it is trusted native code). So the
+//! key is the plugin's sha256 plus a hash of the wasmtime version and the engine's
+//! compatibility hash, and only files this cache wrote itself are ever deserialized.
+
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+use super::SandboxConfig;
+
+pub struct ComponentCache {
+    dir: PathBuf,
+    engine_key: String,
+}
+
+impl ComponentCache {
+    pub fn new(dir: PathBuf, engine: &Engine, config: &SandboxConfig) -> Self {
+        // SipHash with fixed keys: stable for one build of the host, which is all a
+        // cache entry must match (the wasmtime version is part of the key anyway).
+        #[allow(deprecated)]
+        let mut h = std::hash::SipHasher::new();
+        "wasmtime-48.0.8".hash(&mut h);
+        engine.precompile_compatibility_hash().hash(&mut h);
+        config.max_stack_bytes.hash(&mut h);
+        Self {
+            dir,
+            engine_key: format!("{:016x}", h.finish()),
+        }
+    }
+
+    /// The cache file of a plugin with this sha256.
+    pub fn path_for(&self, sha256: &str) -> PathBuf {
+        self.dir.join(format!("{sha256}-{}.cwasm", self.engine_key))
+    }
+
+    /// The compiled component: deserialized from the cache when present, else compiled and
+    /// stored (write to a temporary file, then rename, so a reader never sees half a file).
+    pub fn get_or_compile(
+        &self,
+        engine: &Engine,
+        bytes: &[u8],
+        sha256: &str,
+    ) -> anyhow::Result<Component> {
+        let path = self.path_for(sha256);
+        if path.exists() {
+            // SAFETY: the file was written by `store` below from `Component::serialize` of an
+            // engine with the same version and settings (both are in the file name).
+            match unsafe { Component::deserialize_file(engine, &path) } {
+                Ok(c) => return Ok(c),
+                Err(e) => tracing::warn!(
+                    "ignoring unusable cache entry {}: {e}; recompiling",
+                    path.display()
+                ),
+            }
+        }
+        let component = Component::new(engine, bytes)?;
+        if let Err(e) = self.store(&component, &path) {
+            tracing::warn!("cannot write component cache {}: {e}", path.display());
+        }
+        Ok(component)
+    }
+
+    fn store(&self, component: &Component, path: &PathBuf) -> anyhow::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        let data = component.serialize()?;
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, data)?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,65 @@
+//! The compiled-component cache: keyed by plugin hash and engine, written atomically,
+//! recovering from a corrupt entry.
+
+mod common;
+
+use spar_host::plugin::checker::Checker;
+use spar_host::plugin::{PluginHost, SandboxConfig};
+
+fn cwasm_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn cache_is_written_once_reused_and_repaired() {
+    let dir = common::tempdir("cwasm");
+    let host = PluginHost::new(SandboxConfig {
+        cache_dir: Some(dir.clone()),
+        ..SandboxConfig::default()
+    })
+    .unwrap();
+    let path = common::shipped("spar_checks");
+    let p = host.load(&path).unwrap();
+    let files = cwasm_files(&dir);
+    assert_eq!(files.len(), 1, "{files:?}");
+    let name = files[0].file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.starts_with(&p.sha256) && name.ends_with(".cwasm"), "{name}");
+    let written = std::fs::metadata(&files[0]).unwrap().modified().unwrap();
+
+    // Second load: served from the cache, file untouched, plugin works.
+    let p2 = host.load(&path).unwrap();
+    assert_eq!(std::fs::metadata(&files[0]).unwrap().modified().unwrap(), written);
+    let mut c = Checker::from_plugin(p2).await.unwrap();
+    assert!(!c.list().await.unwrap().is_empty());
+
+    // A corrupt entry is recompiled and replaced, not trusted.
+    std::fs::write(&files[0], b"garbage").unwrap();
+    let p3 = host.load(&path).unwrap();
+    let mut c = Checker::from_plugin(p3).await.unwrap();
+    assert!(!c.list().await.unwrap().is_empty());
+    assert!(std::fs::metadata(&files[0]).unwrap().len() > 1000);
+
+    // Another plugin gets its own entry; no temporary files are left behind.
+    host.load(&common::shipped("taxonomy")).unwrap();
+    let files = cwasm_files(&dir);
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(files.iter().all(|f| f.extension().is_some_and(|e| e == "cwasm")));
+}
+
+#[tokio::test]
+async fn a_different_engine_setting_gets_a_different_entry() {
+    let dir = common::tempdir("cwasm-cfg");
+    let path = common::shipped("taxonomy");
+    for stack in [512 << 10, 1 << 20] {
+        let host = PluginHost::new(SandboxConfig {
+            cache_dir: Some(dir.clone()),
+            max_stack_bytes: stack,
+            ..SandboxConfig::default()
+        })
+        .unwrap();
+        host.load(&path).unwrap();
+    }
+    assert_eq!(cwasm_files(&dir).len(), 2);
+}
