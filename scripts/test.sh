@@ -7,5 +7,6 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 source scripts/env.sh
 cargo test -p spar-host 2>&1
-# Plugin crates' unit tests run natively (their logic is plain Rust).
-cargo test --manifest-path plugins/Cargo.toml 2>&1
+# The search core (plain Rust shared by the BFS and DFS plugins) replays the reference
+# vectors natively; every plugin is also tested as a component by the host tests.
+cargo test --manifest-path plugins/Cargo.toml -p spar-search-core 2>&1

@@ -38,8 +38,14 @@ fn inspect_reads_kind_from_exports() {
     let (out, err) = text(&o);
     assert!(o.status.success(), "{err}");
     assert!(out.contains("kind:     checker"), "{out}");
-    assert!(out.contains("world:    spar:constraints/checker@0.1.0"), "{out}");
-    assert!(out.contains("exports:  spar:constraints/checks@0.1.0"), "{out}");
+    assert!(
+        out.contains("world:    spar:constraints/checker@0.1.0"),
+        "{out}"
+    );
+    assert!(
+        out.contains("exports:  spar:constraints/checks@0.1.0"),
+        "{out}"
+    );
     assert!(out.contains("name:     spar-checks 0.1.0"), "{out}");
     let sha = out.lines().find(|l| l.starts_with("sha256:")).unwrap();
     assert_eq!(sha.split_whitespace().nth(1).unwrap().len(), 64);
@@ -64,7 +70,13 @@ fn check_prints_the_closing_line_and_a_bare_name_resolves() {
     assert!(err.contains("plugin `no-such-plugin` not found"), "{err}");
 
     let hostile = common::test_plugin("hostile");
-    let o = spar(&["--fuel", "100000000", "plugin", "check", hostile.to_str().unwrap()]);
+    let o = spar(&[
+        "--fuel",
+        "100000000",
+        "plugin",
+        "check",
+        hostile.to_str().unwrap(),
+    ]);
     let (out, _) = text(&o);
     assert!(!o.status.success(), "a failing suite exits non-zero");
     assert!(out.contains("FAIL"), "{out}");
@@ -88,7 +100,10 @@ fn score_writes_verdicts_and_names_bad_lines() {
     ]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}{err}");
-    assert!(out.contains("8 rows, 11 instructions (0 not checkable)"), "{out}");
+    assert!(
+        out.contains("8 rows, 12 instructions (0 not checkable)"),
+        "{out}"
+    );
     let rows: Vec<serde_json::Value> = std::fs::read_to_string(&out_file)
         .unwrap()
         .lines()
@@ -111,12 +126,19 @@ fn score_writes_verdicts_and_names_bad_lines() {
     let o = spar(&["score", bad.to_str().unwrap(), "--plugin", "spar-checks"]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{err}");
-    assert!(out.contains("1 rows, 2 instructions (1 not checkable)"), "{out}");
+    assert!(
+        out.contains("1 rows, 2 instructions (1 not checkable)"),
+        "{out}"
+    );
     assert!(err.contains("nope:x"), "{err}");
 
     // A malformed line stops everything before any work, naming file:line; nothing written.
     let broken = dir.join("broken.jsonl");
-    std::fs::write(&broken, "{\"prompt\":\"p\",\"response\":\"r\",\"instruction_id_list\":[]}\n{oops\n").unwrap();
+    std::fs::write(
+        &broken,
+        "{\"prompt\":\"p\",\"response\":\"r\",\"instruction_id_list\":[]}\n{oops\n",
+    )
+    .unwrap();
     let out2 = dir.join("never.jsonl");
     let o = spar(&[
         "score",

@@ -25,12 +25,18 @@ async fn cache_is_written_once_reused_and_repaired() {
     let files = cwasm_files(&dir);
     assert_eq!(files.len(), 1, "{files:?}");
     let name = files[0].file_name().unwrap().to_string_lossy().into_owned();
-    assert!(name.starts_with(&p.sha256) && name.ends_with(".cwasm"), "{name}");
+    assert!(
+        name.starts_with(&p.sha256) && name.ends_with(".cwasm"),
+        "{name}"
+    );
     let written = std::fs::metadata(&files[0]).unwrap().modified().unwrap();
 
     // Second load: served from the cache, file untouched, plugin works.
     let p2 = host.load(&path).unwrap();
-    assert_eq!(std::fs::metadata(&files[0]).unwrap().modified().unwrap(), written);
+    assert_eq!(
+        std::fs::metadata(&files[0]).unwrap().modified().unwrap(),
+        written
+    );
     let mut c = Checker::from_plugin(p2).await.unwrap();
     assert!(!c.list().await.unwrap().is_empty());
 
@@ -45,7 +51,11 @@ async fn cache_is_written_once_reused_and_repaired() {
     host.load(&common::shipped("taxonomy")).unwrap();
     let files = cwasm_files(&dir);
     assert_eq!(files.len(), 2, "{files:?}");
-    assert!(files.iter().all(|f| f.extension().is_some_and(|e| e == "cwasm")));
+    assert!(
+        files
+            .iter()
+            .all(|f| f.extension().is_some_and(|e| e == "cwasm"))
+    );
 }
 
 #[tokio::test]

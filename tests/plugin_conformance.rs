@@ -13,7 +13,11 @@ async fn suite(path: &Path, min_cases: usize) {
     let report = conformance::run(host.load(path).unwrap()).await.unwrap();
     let text = report.render();
     assert_eq!(report.failed(), 0, "{}:\n{text}", path.display());
-    assert!(report.passed() >= min_cases, "only {} cases:\n{text}", report.passed());
+    assert!(
+        report.passed() >= min_cases,
+        "only {} cases:\n{text}",
+        report.passed()
+    );
     assert!(text.ends_with(&format!("{} passed, 0 failed\n", report.passed())));
 }
 
@@ -35,6 +39,16 @@ async fn judge_prompts() {
 #[tokio::test]
 async fn taxonomy() {
     suite(&common::shipped("taxonomy"), 5).await;
+}
+
+#[tokio::test]
+async fn search_bfs() {
+    suite(&common::shipped("bfs"), 8).await;
+}
+
+#[tokio::test]
+async fn search_dfs() {
+    suite(&common::shipped("dfs"), 8).await;
 }
 
 #[tokio::test]
@@ -74,20 +88,31 @@ async fn prompts_plugin_reproduces_the_judge_parse_vectors() {
     let v: Vectors = serde_json::from_str(&raw).unwrap();
     assert_eq!((v.judgments.len(), v.refinements.len()), (40, 12));
     let host = common::host();
-    let mut p = Prompts::load(&host, &common::shipped("spar_prompts")).await.unwrap();
+    let mut p = Prompts::load(&host, &common::shipped("spar_prompts"))
+        .await
+        .unwrap();
     let mut failures = Vec::new();
     for j in &v.judgments {
         let got = p.parse_verdict(&j.text).await.unwrap();
         if got.as_i8() != j.verdict {
-            failures.push(format!("verdict {:?}: got {got:?}, want {}", j.text, j.verdict));
+            failures.push(format!(
+                "verdict {:?}: got {got:?}, want {}",
+                j.text, j.verdict
+            ));
         }
     }
     for r in &v.refinements {
         let got = p.extract_refinement(&r.text).await.unwrap();
         if got != r.extracted {
-            failures.push(format!("refinement {:?}: got {got:?}, want {:?}", r.text, r.extracted));
+            failures.push(format!(
+                "refinement {:?}: got {got:?}, want {:?}",
+                r.text, r.extracted
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    assert_eq!(p.parse_verdict("Final Judgement: Yes").await.unwrap(), Verdict::Yes);
+    assert_eq!(
+        p.parse_verdict("Final Judgement: Yes").await.unwrap(),
+        Verdict::Yes
+    );
 }

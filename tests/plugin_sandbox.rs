@@ -8,17 +8,29 @@ use spar_host::plugin::{GuestError, PluginError, PluginKind};
 
 async fn pair() -> (Checker, Checker) {
     let host = common::host();
-    let hostile = Checker::load(&host, &common::test_plugin("hostile")).await.unwrap();
-    let good = Checker::load(&host, &common::shipped("spar_checks")).await.unwrap();
+    let hostile = Checker::load(&host, &common::test_plugin("hostile"))
+        .await
+        .unwrap();
+    let good = Checker::load(&host, &common::shipped("spar_checks"))
+        .await
+        .unwrap();
     (hostile, good)
 }
 
 /// After any failure, both plugins still answer.
 async fn still_alive(hostile: &mut Checker, good: &mut Checker) {
-    let v = hostile.check("ok", "{}", "p", "r").await.expect("hostile plugin recovers");
+    let v = hostile
+        .check("ok", "{}", "p", "r")
+        .await
+        .expect("hostile plugin recovers");
     assert!(v.strict && v.loose);
     let v = good
-        .check("spar:ends_with_punctuation", r#"{"punctuation":"!"}"#, "p", "Done!")
+        .check(
+            "spar:ends_with_punctuation",
+            r#"{"punctuation":"!"}"#,
+            "p",
+            "Done!",
+        )
         .await
         .expect("good plugin unaffected");
     assert!(v.strict);
@@ -28,7 +40,10 @@ fn trap_message(r: Result<impl std::fmt::Debug, PluginError>) -> String {
     match r {
         Err(e @ PluginError::Trap { .. }) => {
             let s = e.to_string();
-            assert!(s.contains("hostile 0.1.0 (sha256 "), "error names plugin and hash: {s}");
+            assert!(
+                s.contains("hostile 0.1.0 (sha256 "),
+                "error names plugin and hash: {s}"
+            );
             assert!(!s.contains('\n'), "one line: {s}");
             s
         }
@@ -65,7 +80,10 @@ async fn panic_is_a_trap_with_the_panic_message() {
     let (mut h, mut g) = pair().await;
     let m = trap_message(h.check("panic", "{}", "p", "r").await);
     assert!(m.contains("aborted"), "{m}");
-    assert!(m.contains("hostile plugin panics on purpose"), "guest stderr kept: {m}");
+    assert!(
+        m.contains("hostile plugin panics on purpose"),
+        "guest stderr kept: {m}"
+    );
     still_alive(&mut h, &mut g).await;
 }
 
@@ -101,7 +119,10 @@ async fn no_files_no_env_no_sockets() {
     denied(h.check("read-file", "{}", "p", "r").await);
     denied(h.check("env", "{}", "p", "r").await);
     let m = denied(h.check("socket", "{}", "p", "r").await);
-    assert!(m.to_lowercase().contains("denied") || m.contains("AccessDenied"), "{m}");
+    assert!(
+        m.to_lowercase().contains("denied") || m.contains("AccessDenied"),
+        "{m}"
+    );
     still_alive(&mut h, &mut g).await;
 }
 
@@ -129,7 +150,10 @@ async fn wrong_world_fails_to_load_in_one_line() {
     let junk = common::tempdir("junk").join("junk.wasm");
     std::fs::write(&junk, b"\0asm junk").unwrap();
     let e = host.load(&junk).err().expect("junk loads").to_string();
-    assert!(e.contains("junk.wasm") && e.contains("not a valid WebAssembly component"), "{e}");
+    assert!(
+        e.contains("junk.wasm") && e.contains("not a valid WebAssembly component"),
+        "{e}"
+    );
 }
 
 #[tokio::test]

@@ -78,7 +78,10 @@ pub async fn plugins(path: &Path, calls: usize) -> anyhow::Result<String> {
         checker.label(),
         spec.id
     ));
-    out.push_str(&format!("{:<28}{:>14}{:>14}{:>12}\n", "measure", "value", "target", "headroom"));
+    out.push_str(&format!(
+        "{:<28}{:>14}{:>14}{:>12}\n",
+        "measure", "value", "target", "headroom"
+    ));
     let row = |name: &str, v: f64, unit: &str, target: Option<f64>| {
         let (t, h) = match target {
             Some(t) => (format!("< {t} {unit}"), format!("{:.1}×", t / v)),
@@ -87,8 +90,18 @@ pub async fn plugins(path: &Path, calls: usize) -> anyhow::Result<String> {
         format!("{name:<28}{:>14}{t:>14}{h:>12}\n", format!("{v:.2} {unit}"))
     };
     out.push_str(&row("check call, median", us(call_med), "µs", Some(2.0)));
-    out.push_str(&row("check call, p99", us(quantile(&per_call, 0.99)), "µs", None));
-    out.push_str(&row("instantiate, median", us(quantile(&inst, 0.5)), "µs", None));
+    out.push_str(&row(
+        "check call, p99",
+        us(quantile(&per_call, 0.99)),
+        "µs",
+        None,
+    ));
+    out.push_str(&row(
+        "instantiate, median",
+        us(quantile(&inst, 0.5)),
+        "µs",
+        None,
+    ));
     out.push_str(&row(
         "load cold (compile), median",
         quantile(&cold, 0.5).as_secs_f64() * 1e3,

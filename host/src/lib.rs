@@ -6,4 +6,5 @@
 pub mod bench;
 pub mod plugin;
 pub mod score;
+pub mod selfplay;
 pub mod torch;

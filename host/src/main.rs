@@ -10,7 +10,11 @@ use spar_host::plugin::{PluginHost, SandboxConfig, conformance, plugin_dirs};
 use spar_host::score;
 
 #[derive(Parser)]
-#[command(name = "spar-host", version, about = "SPaR self-play: models in libtorch, plugins in WebAssembly")]
+#[command(
+    name = "spar-host",
+    version,
+    about = "SPaR self-play: models in libtorch, plugins in WebAssembly"
+)]
 struct Cli {
     #[command(flatten)]
     sandbox: SandboxArgs,
@@ -66,6 +70,9 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Tree-search strategies.
+    #[command(subcommand)]
+    Search(SearchCmd),
     /// Benchmarks that print measurements side by side.
     #[command(subcommand)]
     Bench(BenchCmd),
@@ -79,6 +86,23 @@ enum PluginCmd {
     Check { plugin: String },
     /// The plugins a bare `--plugin NAME` can name.
     List,
+}
+
+#[derive(Subcommand)]
+enum SearchCmd {
+    /// Drive a search plugin with the scripted refiner/judge of a vector file and compare
+    /// every call, the tree and the solution; prints `N passed, M failed`.
+    Replay {
+        /// Vectors in the format of `tree_search_vectors.json`.
+        #[arg(long)]
+        vectors: PathBuf,
+        /// The search plugin: `bfs`, `dfs` or a path.
+        #[arg(long = "plugin")]
+        plugin: String,
+        /// Which vectors to run (their `algorithm`); defaults to the plugin's name.
+        #[arg(long)]
+        algorithm: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -155,6 +179,34 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             plugins,
             out,
         } => score_cmd(&cli.sandbox, &input, &plugins, out.as_deref()).await,
+        Command::Search(SearchCmd::Replay {
+            vectors,
+            plugin,
+            algorithm,
+        }) => {
+            let host = cli.sandbox.host()?;
+            let path = PluginHost::resolve(&plugin)?;
+            let strategy = spar_host::plugin::search::SearchStrategy::load(&host, &path).await?;
+            let algorithm = algorithm
+                .or_else(|| strategy.plugin().info.as_ref().map(|i| i.name.clone()))
+                .unwrap_or_default();
+            let r = spar_host::selfplay::replay::replay(&vectors, &strategy, &algorithm).await?;
+            if let Some((i, scenario, diff)) = r.failures.first() {
+                println!("first difference: vector {i} ({scenario}){diff}");
+            }
+            if r.passed + r.failed == 0 {
+                anyhow::bail!(
+                    "{}: no vector has algorithm `{algorithm}` (use --algorithm)",
+                    vectors.display()
+                );
+            }
+            println!("{} passed, {} failed", r.passed, r.failed);
+            Ok(if r.failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Command::Bench(BenchCmd::Plugins { plugin, calls }) => {
             let path = PluginHost::resolve(&plugin)?;
             print!("{}", spar_host::bench::plugins(&path, calls).await?);
@@ -230,8 +282,16 @@ async fn info_of(
     use spar_host::plugin::{PluginKind as K, prompts, search, taxonomy};
     let info = match p.kind {
         Some(K::Checker) => Checker::from_plugin(p).await?.plugin().info.clone(),
-        Some(K::JudgePrompts) => prompts::Prompts::from_plugin(p).await?.plugin().info.clone(),
-        Some(K::Taxonomy) => taxonomy::Taxonomy::from_plugin(p).await?.plugin().info.clone(),
+        Some(K::JudgePrompts) => prompts::Prompts::from_plugin(p)
+            .await?
+            .plugin()
+            .info
+            .clone(),
+        Some(K::Taxonomy) => taxonomy::Taxonomy::from_plugin(p)
+            .await?
+            .plugin()
+            .info
+            .clone(),
         Some(K::SearchStrategy) => search::SearchStrategy::from_plugin(p)
             .await?
             .plugin()

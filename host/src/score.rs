@@ -162,11 +162,19 @@ pub fn summarize(scored: &[Scored]) -> Summary {
             scored.len(),
         ),
         instruction_strict: frac(
-            scored.iter().flat_map(|s| &s.strict).filter(|v| ok(v)).count(),
+            scored
+                .iter()
+                .flat_map(|s| &s.strict)
+                .filter(|v| ok(v))
+                .count(),
             instructions,
         ),
         instruction_loose: frac(
-            scored.iter().flat_map(|s| &s.loose).filter(|v| ok(v)).count(),
+            scored
+                .iter()
+                .flat_map(|s| &s.loose)
+                .filter(|v| ok(v))
+                .count(),
             instructions,
         ),
     }

@@ -21,7 +21,9 @@ pub fn shipped(name: &str) -> PathBuf {
 }
 
 pub fn test_plugin(name: &str) -> PathBuf {
-    plugin(&format!("tests/plugins/target/wasm32-wasip2/release/{name}.wasm"))
+    plugin(&format!(
+        "tests/plugins/target/wasm32-wasip2/release/{name}.wasm"
+    ))
 }
 
 pub fn python_checker() -> PathBuf {

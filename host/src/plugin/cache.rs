@@ -47,10 +47,13 @@ impl ComponentCache {
         sha256: &str,
     ) -> anyhow::Result<Component> {
         let path = self.path_for(sha256);
-        if path.exists() {
+        // Read into memory rather than mmap: a file rewritten in place by another process
+        // would otherwise crash this one (SIGBUS) while the component is alive.
+        if let Ok(cached) = std::fs::read(&path) {
             // SAFETY: the file was written by `store` below from `Component::serialize` of an
-            // engine with the same version and settings (both are in the file name).
-            match unsafe { Component::deserialize_file(engine, &path) } {
+            // engine with the same version and settings (both are in the file name), and
+            // wasmtime checks its header before use.
+            match unsafe { Component::deserialize(engine, &cached) } {
                 Ok(c) => return Ok(c),
                 Err(e) => tracing::warn!(
                     "ignoring unusable cache entry {}: {e}; recompiling",

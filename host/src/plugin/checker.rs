@@ -117,10 +117,15 @@ impl Checker {
         let mut out = Vec::with_capacity(specs.len());
         for s in specs {
             if s.id.trim().is_empty() {
-                return Err(self.h.invalid("list", "an instruction with an empty id".into()));
+                return Err(self
+                    .h
+                    .invalid("list", "an instruction with an empty id".into()));
             }
             let kwargs_schema = serde_json::from_str(&s.kwargs_schema).map_err(|e| {
-                self.h.invalid("list", format!("kwargs schema of `{}` is not JSON: {e}", s.id))
+                self.h.invalid(
+                    "list",
+                    format!("kwargs schema of `{}` is not JSON: {e}", s.id),
+                )
             })?;
             out.push(InstructionSpec {
                 id: s.id,
@@ -172,8 +177,16 @@ impl Checker {
         )?;
         let kwargs = match serde_json::from_str::<serde_json::Value>(&inst.kwargs_json) {
             Ok(serde_json::Value::Object(m)) => m,
-            Ok(_) => return Err(self.h.invalid("instantiate", "kwargs are not a JSON object".into())),
-            Err(e) => return Err(self.h.invalid("instantiate", format!("kwargs are not JSON: {e}"))),
+            Ok(_) => {
+                return Err(self
+                    .h
+                    .invalid("instantiate", "kwargs are not a JSON object".into()));
+            }
+            Err(e) => {
+                return Err(self
+                    .h
+                    .invalid("instantiate", format!("kwargs are not JSON: {e}")));
+            }
         };
         if inst.id != id {
             return Err(self.h.invalid(
@@ -206,7 +219,9 @@ impl CheckerSet {
         };
         for i in 0..set.checkers.len() {
             for spec in set.checkers[i].list().await? {
-                if let std::collections::hash_map::Entry::Vacant(e) = set.routes.entry(spec.id.clone()) {
+                if let std::collections::hash_map::Entry::Vacant(e) =
+                    set.routes.entry(spec.id.clone())
+                {
                     e.insert(i);
                     set.specs.push(spec);
                 } else {

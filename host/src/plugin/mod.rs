@@ -10,10 +10,10 @@ pub mod cache;
 pub mod checker;
 pub mod conformance;
 pub mod prompts;
-pub mod types;
 pub mod sandbox;
 pub mod search;
 pub mod taxonomy;
+pub mod types;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -39,7 +39,9 @@ pub enum PluginError {
         missing: String,
     },
     /// A bare plugin name that matches no built plugin.
-    #[error("plugin `{name}` not found (looked in {searched}); build plugins with `bash scripts/setup.sh` or pass a path")]
+    #[error(
+        "plugin `{name}` not found (looked in {searched}); build plugins with `bash scripts/setup.sh` or pass a path"
+    )]
     NotFound { name: String, searched: String },
     /// The guest trapped (panic, fuel, memory, stack); the instance was discarded.
     #[error("plugin {plugin} trapped in `{func}`: {message}")]
@@ -136,12 +138,7 @@ impl PluginKind {
                 "refine-messages",
                 "extract-refinement",
             ],
-            PluginKind::Taxonomy => &[
-                "info",
-                "categories",
-                "evolution-messages",
-                "parse-evolved",
-            ],
+            PluginKind::Taxonomy => &["info", "categories", "evolution-messages", "parse-evolved"],
             PluginKind::SearchStrategy => &["info", "search"],
         }
     }
@@ -233,7 +230,12 @@ impl PluginHost {
             Some(cache) => cache.get_or_compile(&self.inner.engine, &bytes, &sha256),
             None => Component::new(&self.inner.engine, &bytes).map_err(anyhow::Error::from),
         }
-        .map_err(|e| load_err(format!("not a valid WebAssembly component: {}", one_line(&e))))?;
+        .map_err(|e| {
+            load_err(format!(
+                "not a valid WebAssembly component: {}",
+                one_line(&e)
+            ))
+        })?;
         let ty = component.component_type();
         let exports: Vec<String> = ty
             .exports(&self.inner.engine)

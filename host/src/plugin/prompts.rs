@@ -83,7 +83,8 @@ impl Prompts {
             .call_info(&mut live.store)
             .await;
         let info = self.h.finish("info", r)?;
-        self.h.guard_output("info", info.description.len() + info.name.len())?;
+        self.h
+            .guard_output("info", info.description.len() + info.name.len())?;
         Ok(info.into())
     }
 
@@ -119,7 +120,9 @@ impl Prompts {
     fn messages(
         &mut self,
         func: &str,
-        r: wasmtime::Result<Result<Vec<super::types::v0_1_0::Message>, super::types::v0_1_0::Error>>,
+        r: wasmtime::Result<
+            Result<Vec<super::types::v0_1_0::Message>, super::types::v0_1_0::Error>,
+        >,
     ) -> Result<Vec<Message>, PluginError> {
         let msgs = match self.h.finish(func, r)? {
             Ok(m) => m,
@@ -149,7 +152,10 @@ impl Prompts {
 
     /// The extracted refinement, as the plugin gives it: `None` without markers; an empty
     /// string is a failed refinement for the caller to count.
-    pub async fn extract_refinement(&mut self, output: &str) -> Result<Option<String>, PluginError> {
+    pub async fn extract_refinement(
+        &mut self,
+        output: &str,
+    ) -> Result<Option<String>, PluginError> {
         let live = self.h.live("extract-refinement").await?;
         let r = live
             .bindings

@@ -107,6 +107,13 @@ pub(crate) fn new_store(
         },
     );
     store.limiter(|s| &mut s.limits);
+    // Instantiation runs guest code too (start functions, static initialisers).
+    store
+        .set_fuel(cfg.fuel_per_call)
+        .map_err(|e| PluginError::Load {
+            path: plugin.path.display().to_string(),
+            message: one_line_w(&e),
+        })?;
     Ok(store)
 }
 
@@ -180,10 +187,7 @@ pub(crate) fn trap_error(
         }
     };
     // A panic message is the most useful thing a guest says; keep its last lines.
-    let tail: Vec<&str> = guest_log
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .collect();
+    let tail: Vec<&str> = guest_log.lines().filter(|l| !l.trim().is_empty()).collect();
     let message = if tail.is_empty() {
         message
     } else {
@@ -259,17 +263,15 @@ impl<W: World> Handle<W> {
     pub async fn live(&mut self, func: &str) -> Result<&mut Live<W>, PluginError> {
         if self.live.is_none() {
             let mut store = new_store(&self.plugin, None)?;
-            let bindings = W::instantiate(&self.pre, &mut store)
-                .await
-                .map_err(|e| {
-                    trap_error(
-                        &self.plugin.label(),
-                        "instantiate",
-                        &e,
-                        self.plugin.host().config(),
-                        "",
-                    )
-                })?;
+            let bindings = W::instantiate(&self.pre, &mut store).await.map_err(|e| {
+                trap_error(
+                    &self.plugin.label(),
+                    "instantiate",
+                    &e,
+                    self.plugin.host().config(),
+                    "",
+                )
+            })?;
             self.live = Some(Live::new(store, bindings));
         }
         let fuel = self.plugin.host().config().fuel_per_call;
@@ -294,7 +296,13 @@ impl<W: World> Handle<W> {
             Ok(v) => Ok(v),
             Err(e) => {
                 self.live = None;
-                Err(trap_error(&label, func, &e, self.plugin.host().config(), &log))
+                Err(trap_error(
+                    &label,
+                    func,
+                    &e,
+                    self.plugin.host().config(),
+                    &log,
+                ))
             }
         }
     }

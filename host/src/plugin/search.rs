@@ -71,7 +71,7 @@ pub struct SearchParams {
     pub select_branch: u32,
     pub max_depth: u32,
     pub end_gate: f64,
-    pub refine_retries: u32,
+    pub refine_attempts: u32,
 }
 
 impl Default for SearchParams {
@@ -81,7 +81,7 @@ impl Default for SearchParams {
             select_branch: 2,
             max_depth: 3,
             end_gate: 0.5,
-            refine_retries: 3,
+            refine_attempts: 3,
         }
     }
 }
@@ -99,7 +99,7 @@ pub struct Outcome {
 pub trait SearchHost: Send {
     fn refine<'a>(&'a mut self, parent: &'a Node) -> BoxFuture<'a, Result<Refinement, GuestError>>;
     fn judge<'a>(&'a mut self, response: &'a str) -> BoxFuture<'a, Result<Judgment, GuestError>>;
-    fn budget_left(&self) -> u32;
+    fn budget_left(&self) -> i32;
     /// Lets the caller take its own type back after the search.
     fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send>;
 }
@@ -168,7 +168,7 @@ impl v0_1_0::spar::search::refiner::Host for StoreState {
         }
     }
 
-    async fn budget_left(&mut self) -> u32 {
+    async fn budget_left(&mut self) -> i32 {
         self.search.as_ref().map_or(0, |h| h.budget_left())
     }
 }
@@ -198,7 +198,7 @@ impl SearchHost for NoHost {
     fn judge<'a>(&'a mut self, _: &'a str) -> BoxFuture<'a, Result<Judgment, GuestError>> {
         Box::pin(async { Err(GuestError::Other("no judge during info".into())) })
     }
-    fn budget_left(&self) -> u32 {
+    fn budget_left(&self) -> i32 {
         0
     }
     fn into_any(self: Box<Self>) -> Box<dyn std::any::Any + Send> {
@@ -299,7 +299,7 @@ impl SearchStrategy {
                 select_branch: params.select_branch,
                 max_depth: params.max_depth,
                 end_gate: params.end_gate,
-                refine_retries: params.refine_retries,
+                refine_attempts: params.refine_attempts,
             },
         };
         let r = live
@@ -344,7 +344,9 @@ impl SearchStrategy {
             return Err(invalid("node 0 is not the task's root".into()));
         }
         for (i, n) in nodes.iter().enumerate().skip(1) {
-            let Some(p) = n.parent.filter(|&p| (p as usize) < nodes.len() && p as usize != i)
+            let Some(p) = n
+                .parent
+                .filter(|&p| (p as usize) < nodes.len() && p as usize != i)
             else {
                 return Err(invalid(format!("node {i} has no valid parent")));
             };
@@ -356,7 +358,10 @@ impl SearchStrategy {
             }
         }
         let Some(fin) = nodes.get(o.final_node as usize) else {
-            return Err(invalid(format!("final node {} is not in the tree", o.final_node)));
+            return Err(invalid(format!(
+                "final node {} is not in the tree",
+                o.final_node
+            )));
         };
         if o.found != (fin.value > params.end_gate) {
             return Err(invalid(format!(

@@ -77,7 +77,8 @@ impl Taxonomy {
             .call_info(&mut live.store)
             .await;
         let info = self.h.finish("info", r)?;
-        self.h.guard_output("info", info.description.len() + info.name.len())?;
+        self.h
+            .guard_output("info", info.description.len() + info.name.len())?;
         Ok(info.into())
     }
 
@@ -95,14 +96,20 @@ impl Taxonomy {
             .sum();
         self.h.guard_output("categories", bytes)?;
         if cats.iter().any(|c| c.types.is_empty()) {
-            return Err(self.h.invalid("categories", "a category without types".into()));
+            return Err(self
+                .h
+                .invalid("categories", "a category without types".into()));
         }
         Ok(cats
             .into_iter()
             .map(|c| Category {
                 name: c.name,
                 subcategory: c.subcategory,
-                types: c.types.into_iter().map(|t| (t.name, t.description)).collect(),
+                types: c
+                    .types
+                    .into_iter()
+                    .map(|t| (t.name, t.description))
+                    .collect(),
             })
             .collect())
     }
@@ -127,7 +134,9 @@ impl Taxonomy {
             msgs.iter().map(|m| m.content.len()).sum(),
         )?;
         if msgs.is_empty() {
-            return Err(self.h.invalid("evolution-messages", "an empty conversation".into()));
+            return Err(self
+                .h
+                .invalid("evolution-messages", "an empty conversation".into()));
         }
         Ok(msgs.into_iter().map(Message::from).collect())
     }

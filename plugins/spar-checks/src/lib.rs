@@ -5,6 +5,7 @@
 wit_bindgen::generate!({
     world: "spar:constraints/checker@0.1.0",
     path: ["../../wit/types", "../../wit/constraints"],
+    generate_all,
 });
 
 use exports::spar::constraints::checks::{Guest, Instance, InstructionSpec, Verdict};
@@ -347,28 +348,3 @@ impl Guest for Checks {
 }
 
 export!(Checks);
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn check(id: &str, kwargs: Value, response: &str) -> Verdict {
-        Checks::check(id.into(), kwargs.to_string(), String::new(), response.into()).unwrap()
-    }
-
-    #[test]
-    fn counts_ordinals_tables_and_emoji() {
-        assert_eq!(count_ordinals("the 1st, 2nd, 3rd, 11th and 22nd; second; 12nd no"), 6);
-        assert_eq!(table_rows("| a | b |\n|---|---|\n| 1 | 2 |\n| 3 | 4 |\n\ntext"), 2);
-        assert!(check("spar:emoji_count", json!({"count": 2}), "hi 😀 there 🚀").strict);
-        assert!(!check("spar:emoji_count", json!({"count": 3}), "hi 😀 there 🚀").strict);
-    }
-
-    #[test]
-    fn loose_forgives_a_preamble_line() {
-        let v = check("spar:json_keys", json!({"keys": ["a"]}), "Here it is:\n{\"a\": 1}");
-        assert!(!v.strict && v.loose);
-        let v = check("spar:json_keys", json!({"keys": ["a"]}), "```json\n{\"a\": 1}\n```");
-        assert!(v.strict);
-    }
-}

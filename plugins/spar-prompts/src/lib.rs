@@ -4,22 +4,23 @@
 wit_bindgen::generate!({
     world: "spar:prompts/judge-prompts@0.1.0",
     path: ["../../wit/types", "../../wit/prompts"],
+    generate_all,
 });
 
 use exports::spar::prompts::prompting::Guest;
 use spar::types::types::{Error, Message, PluginInfo, Role, Verdict};
 
-const JUDGE: &str = "Please act as an expert in evaluating how well an Output follows the \
-instructions in a Prompt. The Output must honestly, precisely and closely follow every \
-constraint of the Prompt.\n\
-Judge carefully whether the Output follows the given Prompt. If any constraints of the \
-Prompt are not satisfied by the Output, list every one of them.\n\
-Prompt: \u{201c}{prompt}\u{201d}\n\
-Output: \u{201c}{response}\u{201d}\n\
-Check each constraint one by one, then give a final judgement on whether the Output \
-accurately follows the Prompt, in exactly this format:\n\
-Step-by-step verification: xxx\n\
-Final Judgement (if the Output accurately follows the Prompt): (Yes or No)";
+/// The reference judge prompt, verbatim (typos included: the refiner was trained on it, and
+/// `rft_positive_prompts` in the tree-search vectors pin it down).
+const JUDGE: &str = "Please act an expert in evaluating the capabilities of instruction-following. \
+In the instruction-following task, the Output needs to honestly/precisely/closely follow the given \
+Prompt.\nYour task is to carefully judge whether the Output to honestly/precisely/closely follows \
+the given Prompt. If there are any constraints in the Prompt that are not satisfied by the Output, \
+please list all the constraints that are not satisfied.\n\nPrompt: \u{201c}{prompt}\u{201d}\n\n\
+Output: \u{201c}{response}\u{201d}\n\nPlease carefully judge if each constraint is perfectly \
+satisfied and give a final judgement weather the Output accurately follows the Prompt in the \
+following format:\nStep-by-step verification: xxx\nFinal Judgement (if the Output accurately \
+follows the Prompt): (Yes or No)";
 
 const REFINE: &str = "Based on your judgement, refine the Output so that it honestly, \
 precisely and closely follows the Prompt. Keep everything that already satisfies the Prompt \
@@ -60,15 +61,18 @@ pub fn parse_verdict(output: &str) -> Verdict {
     }
 }
 
-/// The text between the first `[[start]]` and the next `[[end]]` (or the end), trimmed.
+/// The text after the first `[[start]]`, up to the next `[[end]]` or `[[start]]` (or the
+/// end), trimmed — the reference splits on both markers.
 pub fn extract_refinement(output: &str) -> Option<String> {
     const START: &str = "[[start]]";
     let at = output.find(START)?;
     let rest = &output[at + START.len()..];
-    let body = match rest.find("[[end]]") {
-        Some(end) => &rest[..end],
-        None => rest,
-    };
+    let end = [rest.find("[[end]]"), rest.find(START)]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(rest.len());
+    let body = &rest[..end];
     // An empty extraction is returned as is; the caller counts it as a failed refinement.
     Some(body.trim().to_string())
 }

@@ -4,6 +4,7 @@
 wit_bindgen::generate!({
     world: "spar:taxonomy/taxonomy@0.1.0",
     path: ["../../wit/types", "../../wit/taxonomy"],
+    generate_all,
 });
 
 use exports::spar::taxonomy::evolution::{Category, ConstraintType, Guest};

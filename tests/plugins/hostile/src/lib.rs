@@ -4,6 +4,7 @@
 wit_bindgen::generate!({
     world: "spar:constraints/checker@0.1.0",
     path: ["../../../wit/types", "../../../wit/constraints"],
+    generate_all,
 });
 
 use exports::spar::constraints::checks::{Guest, Instance, InstructionSpec, Verdict};
