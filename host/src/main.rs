@@ -25,6 +25,9 @@ struct Cli {
 /// Sandbox limits, for every command that runs plugins.
 #[derive(Args)]
 struct SandboxArgs {
+    /// Sandbox limits from a TOML file (see configs/sandbox.toml); the flags below override it.
+    #[arg(long, global = true, value_name = "FILE")]
+    sandbox_config: Option<PathBuf>,
     /// Fuel (≈ wasm instructions) per plugin call.
     #[arg(long, global = true)]
     fuel: Option<u64>,
@@ -38,7 +41,10 @@ struct SandboxArgs {
 
 impl SandboxArgs {
     fn host(&self) -> anyhow::Result<PluginHost> {
-        let mut c = SandboxConfig::default();
+        let mut c = match &self.sandbox_config {
+            Some(path) => SandboxConfig::from_file(path)?,
+            None => SandboxConfig::default(),
+        };
         if let Some(f) = self.fuel {
             c.fuel_per_call = f;
         }

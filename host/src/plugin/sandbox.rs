@@ -41,6 +41,22 @@ impl Default for SandboxConfig {
     }
 }
 
+impl SandboxConfig {
+    /// Read a TOML file; unknown keys and bad values are errors naming the file.
+    pub fn from_file(path: &std::path::Path) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        toml::from_str(&text).map_err(|e| {
+            let at = e
+                .span()
+                .map(|s| format!(":{}", text[..s.start].matches('\n').count() + 1))
+                .unwrap_or_default();
+            anyhow::anyhow!("{}{at}: {}", path.display(), e.message())
+        })
+    }
+}
+
 /// `$SPAR_CACHE_DIR`, else `$XDG_CACHE_HOME/spar/components`, else `~/.cache/spar/components`.
 pub fn default_cache_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("SPAR_CACHE_DIR") {
@@ -336,5 +352,27 @@ impl<W: World> Handle<W> {
             self.live = None;
         }
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_file_reads_the_shipped_defaults_and_names_bad_lines() {
+        let shipped = crate::plugin::repo_root().join("configs/sandbox.toml");
+        let c = SandboxConfig::from_file(&shipped).unwrap();
+        let d = SandboxConfig::default();
+        assert_eq!(
+            (c.fuel_per_call, c.memory_limit_bytes, c.max_stack_bytes, c.max_output_bytes),
+            (d.fuel_per_call, d.memory_limit_bytes, d.max_stack_bytes, d.max_output_bytes)
+        );
+        let dir = std::env::temp_dir().join(format!("spar-sbx-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let bad = dir.join("bad.toml");
+        std::fs::write(&bad, "fuel_per_call = 10\nmemory_limit = 5\n").unwrap();
+        let e = SandboxConfig::from_file(&bad).unwrap_err().to_string();
+        assert!(e.contains("bad.toml:2") && e.contains("memory_limit"), "{e}");
     }
 }
