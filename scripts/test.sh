@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# The test suite: host unit and integration tests (real plugins through wasmtime, libtorch),
-# the plugins' own unit tests, and the conformance suite on every plugin including the
-# Python one. Run scripts/setup.sh first.
+# The test suite. Run scripts/setup.sh first (the README's test command does).
+#  1. builds every plugin (shipped, hostile test plugins, the Python example) — no-op when built;
+#  2. runs the conformance suite on the Python plugin through the CLI;
+#  3. the search core replays the reference vectors natively;
+#  4. the host's unit and integration tests: real plugins through wasmtime, libtorch, the CLI.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 source scripts/env.sh
-cargo test -p spar-host 2>&1
-# The search core (plain Rust shared by the BFS and DFS plugins) replays the reference
-# vectors natively; every plugin is also tested as a component by the host tests.
+bash scripts/build-plugins.sh
+cargo build --quiet -p spar-host
+echo "== plugin check examples/python-checker (a plugin written in Python)"
+./target/debug/spar-host plugin check examples/python-checker/build/python_checker.wasm
 cargo test --manifest-path plugins/Cargo.toml -p spar-search-core 2>&1
+cargo test -p spar-host 2>&1
