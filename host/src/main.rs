@@ -1,5 +1,7 @@
 //! The `spar-host` command line.
 
+mod cli;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -65,6 +67,41 @@ enum Command {
     /// Inspect and test plugins.
     #[command(subcommand)]
     Plugin(PluginCmd),
+    /// Model files: import a GGUF, describe a model directory.
+    #[command(subcommand)]
+    Model(ModelCmd),
+    /// Generate completions for a prompt or a JSONL of chats (`messages`) or prompts.
+    Generate {
+        #[command(flatten)]
+        model: cli::model::ModelArgs,
+        #[command(flatten)]
+        sampling: cli::model::SamplingArgs,
+        /// One prompt (sent as a user turn through the chat template unless --raw).
+        #[arg(long, conflicts_with = "input")]
+        prompt: Option<String>,
+        /// JSONL rows with `messages` or `prompt`; other fields are kept in the output.
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// Output JSONL (default: stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Feed `prompt` text as is, without the chat template.
+        #[arg(long)]
+        raw: bool,
+        /// Prompts per batch.
+        #[arg(long, default_value_t = 16)]
+        batch_size: usize,
+    },
+    /// Chat with a model in the terminal.
+    Chat {
+        #[command(flatten)]
+        model: cli::model::ModelArgs,
+        #[command(flatten)]
+        sampling: cli::model::SamplingArgs,
+        /// A system prompt.
+        #[arg(long)]
+        system: Option<String>,
+    },
     /// Score responses against verifiable instructions with checker plugins.
     Score {
         /// JSONL rows: IFEval's `input_data.jsonl` fields plus `response`.
@@ -95,6 +132,17 @@ enum PluginCmd {
 }
 
 #[derive(Subcommand)]
+enum ModelCmd {
+    /// Convert a llama-architecture GGUF (F32, F16, Q8_0, Q4_0, Q4_1, …) into an HF model directory.
+    ImportGguf { gguf: PathBuf, out_dir: PathBuf },
+    /// Architecture, size and special tokens of a model directory.
+    Info {
+        #[command(flatten)]
+        model: cli::model::ModelArgs,
+    },
+}
+
+#[derive(Subcommand)]
 enum SearchCmd {
     /// Drive a search plugin with the scripted refiner/judge of a vector file and compare
     /// every call, the tree and the solution; prints `N passed, M failed`.
@@ -113,6 +161,15 @@ enum SearchCmd {
 
 #[derive(Subcommand)]
 enum BenchCmd {
+    /// spar vs HF transformers generate(): tokens/s at each batch size, and peak RSS.
+    Generate {
+        #[command(flatten)]
+        model: cli::model::ModelArgs,
+        #[arg(long, value_delimiter = ',', default_value = "1,16")]
+        batch_sizes: Vec<usize>,
+        #[arg(long, default_value_t = 64)]
+        new_tokens: usize,
+    },
     /// Per-call overhead, instantiate time, cold vs cached load of a checker plugin.
     Plugins {
         #[arg(long = "plugin", default_value = "spar-checks")]
@@ -180,6 +237,77 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugin(cmd) => plugin_cmd(&cli.sandbox, cmd).await,
+        Command::Model(ModelCmd::ImportGguf { gguf, out_dir }) => {
+            let t = std::time::Instant::now();
+            let s: ImportTemp = todo_import(&gguf, &out_dir)?; // TEMP
+            println!(
+                "imported {} ({}): {} tensors, {:.1} M parameters, vocabulary {} → {} in {:.1} s",
+                gguf.display(),
+                s.architecture,
+                s.tensors,
+                s.parameters as f64 / 1e6,
+                s.vocab_size,
+                out_dir.display(),
+                t.elapsed().as_secs_f64()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Model(ModelCmd::Info { model }) => {
+            let lm = model.load()?;
+            let c = &lm.model.cfg;
+            let params: i64 = lm
+                .model
+                .vs
+                .variables()
+                .values()
+                .map(|t| t.numel() as i64)
+                .sum();
+            println!("model:      {}", lm.dir.display());
+            println!("type:       {} ({:?})", c.model_type, lm.model.kind());
+            println!(
+                "layers {} · hidden {} · heads {}/{} · ffn {} · vocab {} · context {}",
+                c.num_hidden_layers,
+                c.hidden_size,
+                c.num_attention_heads,
+                c.num_heads_kv(),
+                c.intermediate_size,
+                c.vocab_size,
+                c.max_position_embeddings
+            );
+            println!("parameters: {:.1} M", params as f64 / 1e6);
+            println!("eos ids:    {:?}", lm.tokenizer.eos_ids);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Generate {
+            model,
+            sampling,
+            prompt,
+            input,
+            out,
+            raw,
+            batch_size,
+        } => {
+            cli::model::generate_cmd(
+                &model,
+                &sampling,
+                cli::model::GenerateOpts {
+                    prompt: prompt.as_deref(),
+                    input: input.as_deref(),
+                    out: out.as_deref(),
+                    raw,
+                    batch_size,
+                },
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Chat {
+            model,
+            sampling,
+            system,
+        } => {
+            cli::model::chat_cmd(&model, &sampling, system.as_deref())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Score {
             input,
             plugins,
@@ -212,6 +340,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Command::Bench(BenchCmd::Generate {
+            model,
+            batch_sizes,
+            new_tokens,
+        }) => {
+            print!(
+                "{}",
+                spar_host::bench::generate(
+                    &model.dir(),
+                    spar_host::model::parse_device(&model.device)?,
+                    spar_host::model::parse_dtype(&model.dtype)?,
+                    &batch_sizes,
+                    new_tokens
+                )?
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::Bench(BenchCmd::Plugins { plugin, calls }) => {
             let path = PluginHost::resolve(&plugin)?;
@@ -358,4 +503,15 @@ async fn score_cmd(
         println!("verdicts: {}", out.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+// TEMP
+struct ImportTemp {
+    architecture: String,
+    tensors: usize,
+    parameters: u64,
+    vocab_size: usize,
+}
+fn todo_import(_: &Path, _: &Path) -> anyhow::Result<ImportTemp> {
+    anyhow::bail!("temp")
 }

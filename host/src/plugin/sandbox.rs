@@ -365,14 +365,27 @@ mod tests {
         let c = SandboxConfig::from_file(&shipped).unwrap();
         let d = SandboxConfig::default();
         assert_eq!(
-            (c.fuel_per_call, c.memory_limit_bytes, c.max_stack_bytes, c.max_output_bytes),
-            (d.fuel_per_call, d.memory_limit_bytes, d.max_stack_bytes, d.max_output_bytes)
+            (
+                c.fuel_per_call,
+                c.memory_limit_bytes,
+                c.max_stack_bytes,
+                c.max_output_bytes
+            ),
+            (
+                d.fuel_per_call,
+                d.memory_limit_bytes,
+                d.max_stack_bytes,
+                d.max_output_bytes
+            )
         );
         let dir = std::env::temp_dir().join(format!("spar-sbx-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let bad = dir.join("bad.toml");
         std::fs::write(&bad, "fuel_per_call = 10\nmemory_limit = 5\n").unwrap();
         let e = SandboxConfig::from_file(&bad).unwrap_err().to_string();
-        assert!(e.contains("bad.toml:2") && e.contains("memory_limit"), "{e}");
+        assert!(
+            e.contains("bad.toml:2") && e.contains("memory_limit"),
+            "{e}"
+        );
     }
 }

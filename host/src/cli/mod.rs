@@ -1,0 +1,3 @@
+//! Subcommand implementations of the `spar-host` binary.
+
+pub mod model;

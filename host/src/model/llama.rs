@@ -1,0 +1,425 @@
+//! The Llama-family decoder (Llama 2/3, Mistral, Qwen2, SmolLM2) in libtorch: RMSNorm,
+//! RoPE (with llama3 scaling), grouped-query attention, SwiGLU, tied or untied embeddings.
+//! Parameter names follow the HF checkpoint keys, so loading and saving are name-for-name.
+
+use std::path::Path;
+
+use tch::{Device, Kind, Tensor, nn};
+
+use super::{ModelConfig, ModelError};
+
+struct Linear {
+    w: Tensor,
+    b: Option<Tensor>,
+}
+
+impl Linear {
+    fn new(p: nn::Path, inp: usize, out: usize, bias: bool) -> Self {
+        let init = nn::Init::Randn {
+            mean: 0.0,
+            stdev: 0.02,
+        };
+        Self {
+            w: p.var("weight", &[out as i64, inp as i64], init),
+            b: bias.then(|| p.var("bias", &[out as i64], nn::Init::Const(0.0))),
+        }
+    }
+
+    fn forward(&self, xs: &Tensor) -> Tensor {
+        xs.linear(&self.w, self.b.as_ref())
+    }
+}
+
+/// RMSNorm as HF computes it: in f32, then back to the input dtype before the weight.
+fn rms_norm(xs: &Tensor, w: &Tensor, eps: f64) -> Tensor {
+    let kind = xs.kind();
+    let x = xs.to_kind(Kind::Float);
+    let var = x.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float);
+    let x = x * (var + eps).rsqrt();
+    w * x.to_kind(kind)
+}
+
+struct Layer {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+    ln1: Tensor,
+    ln2: Tensor,
+}
+
+/// Keys and values of past positions, one preallocated buffer per layer: `[B, H_kv, S_max, D]`.
+pub struct KvCache {
+    k: Vec<Tensor>,
+    v: Vec<Tensor>,
+    /// Positions filled so far.
+    pub len: i64,
+    pub capacity: i64,
+}
+
+/// A decoder-only language model.
+pub struct Llama {
+    pub cfg: ModelConfig,
+    pub vs: nn::VarStore,
+    embed: Tensor,
+    layers: Vec<Layer>,
+    norm: Tensor,
+    lm_head: Option<Tensor>,
+    cos: Tensor,
+    sin: Tensor,
+}
+
+/// `inv_freq` of RoPE, with llama3's frequency-dependent scaling when configured.
+fn inv_freq(cfg: &ModelConfig) -> Vec<f64> {
+    let d = cfg.head_size();
+    let mut f: Vec<f64> = (0..d / 2)
+        .map(|i| 1.0 / cfg.rope_theta.powf((2 * i) as f64 / d as f64))
+        .collect();
+    if let Some(s) = cfg
+        .rope_scaling
+        .as_ref()
+        .filter(|s| s.rope_type == "llama3")
+    {
+        let old = s.original_max_position_embeddings as f64;
+        let (low_wl, high_wl) = (old / s.low_freq_factor, old / s.high_freq_factor);
+        for x in &mut f {
+            let wl = 2.0 * std::f64::consts::PI / *x;
+            if wl > low_wl {
+                *x /= s.factor;
+            } else if wl >= high_wl {
+                let smooth =
+                    (old / wl - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+                *x = (1.0 - smooth) * *x / s.factor + smooth * *x;
+            }
+        }
+    }
+    f
+}
+
+impl Llama {
+    /// Parameters with random initial values (for tests and as the skeleton `load` fills).
+    pub fn new(cfg: ModelConfig, device: Device) -> Self {
+        let vs = nn::VarStore::new(device);
+        let root = vs.root();
+        let m = &root / "model";
+        let (h, i, d) = (cfg.hidden_size, cfg.intermediate_size, cfg.head_size());
+        let (nh, nkv) = (cfg.num_attention_heads, cfg.num_heads_kv());
+        let bias = cfg.qkv_bias();
+        let embed = (&m / "embed_tokens").var(
+            "weight",
+            &[cfg.vocab_size as i64, h as i64],
+            nn::Init::Randn {
+                mean: 0.0,
+                stdev: 0.02,
+            },
+        );
+        let ones = nn::Init::Const(1.0);
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|l| {
+                let p = &m / "layers" / l;
+                let at = &p / "self_attn";
+                let mlp = &p / "mlp";
+                Layer {
+                    q: Linear::new(&at / "q_proj", h, nh * d, bias),
+                    k: Linear::new(&at / "k_proj", h, nkv * d, bias),
+                    v: Linear::new(&at / "v_proj", h, nkv * d, bias),
+                    o: Linear::new(&at / "o_proj", nh * d, h, false),
+                    gate: Linear::new(&mlp / "gate_proj", h, i, false),
+                    up: Linear::new(&mlp / "up_proj", h, i, false),
+                    down: Linear::new(&mlp / "down_proj", i, h, false),
+                    ln1: (&p / "input_layernorm").var("weight", &[h as i64], ones),
+                    ln2: (&p / "post_attention_layernorm").var("weight", &[h as i64], ones),
+                }
+            })
+            .collect();
+        let norm = (&m / "norm").var("weight", &[h as i64], ones);
+        let lm_head = (!cfg.tie_word_embeddings).then(|| {
+            (&root / "lm_head").var(
+                "weight",
+                &[cfg.vocab_size as i64, h as i64],
+                nn::Init::Randn {
+                    mean: 0.0,
+                    stdev: 0.02,
+                },
+            )
+        });
+        let freqs = Tensor::from_slice(&inv_freq(&cfg)).to_kind(Kind::Float);
+        let pos = Tensor::arange(
+            cfg.max_position_embeddings as i64,
+            (Kind::Float, Device::Cpu),
+        );
+        let angles = pos.outer(&freqs);
+        let angles = Tensor::cat(&[&angles, &angles], -1).to_device(device);
+        Self {
+            cos: angles.cos(),
+            sin: angles.sin(),
+            cfg,
+            vs,
+            embed,
+            layers,
+            norm,
+            lm_head,
+        }
+    }
+
+    /// Load an HF model directory's weights (`model.safetensors` or a sharded index).
+    pub fn load(
+        dir: &Path,
+        cfg: ModelConfig,
+        device: Device,
+        kind: Kind,
+    ) -> Result<Self, ModelError> {
+        let mut model = tch::no_grad(|| Self::new(cfg, device));
+        super::weights::load_into(&mut model.vs, dir)?;
+        if kind != Kind::Float {
+            model.vs.set_kind(kind);
+        }
+        Ok(model)
+    }
+
+    pub fn device(&self) -> Device {
+        self.vs.device()
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.embed.kind()
+    }
+
+    /// An empty cache for `batch` rows and up to `capacity` positions.
+    pub fn new_cache(&self, batch: i64, capacity: i64) -> KvCache {
+        let shape = [
+            batch,
+            self.cfg.num_heads_kv() as i64,
+            capacity,
+            self.cfg.head_size() as i64,
+        ];
+        let opts = (self.kind(), self.device());
+        KvCache {
+            k: (0..self.layers.len())
+                .map(|_| Tensor::zeros(shape, opts))
+                .collect(),
+            v: (0..self.layers.len())
+                .map(|_| Tensor::zeros(shape, opts))
+                .collect(),
+            len: 0,
+            capacity,
+        }
+    }
+
+    /// Hidden states after the final norm, `[B, T, H]`.
+    ///
+    /// `pos` are the RoPE positions `[B, T]`; `mask` is a boolean `[B, 1, T, S]` of which keys
+    /// each query may see (S = past + T with a cache, else T). With a cache, keys and values
+    /// of these T positions are written at `cache.len..cache.len + T`.
+    pub fn forward(
+        &self,
+        ids: &Tensor,
+        pos: &Tensor,
+        mask: &Tensor,
+        mut cache: Option<&mut KvCache>,
+    ) -> Tensor {
+        let (b, t) = ids.size2().expect("ids are [B, T]");
+        let (nh, nkv, d) = (
+            self.cfg.num_attention_heads as i64,
+            self.cfg.num_heads_kv() as i64,
+            self.cfg.head_size() as i64,
+        );
+        let cos = self
+            .cos
+            .index_select(0, &pos.flatten(0, 1))
+            .view([b, 1, t, d])
+            .to_kind(self.kind());
+        let sin = self
+            .sin
+            .index_select(0, &pos.flatten(0, 1))
+            .view([b, 1, t, d])
+            .to_kind(self.kind());
+        let rope = |x: &Tensor| {
+            let half = x.chunk(2, -1);
+            let rotated = Tensor::cat(&[&half[1].neg(), &half[0]], -1);
+            x * &cos + rotated * &sin
+        };
+        let mut xs = Tensor::embedding(&self.embed, ids, -1, false, false);
+        let past = cache.as_ref().map_or(0, |c| c.len);
+        for (l, layer) in self.layers.iter().enumerate() {
+            let h = rms_norm(&xs, &layer.ln1, self.cfg.rms_norm_eps);
+            let q = rope(&layer.q.forward(&h).view([b, t, nh, d]).transpose(1, 2));
+            let k = rope(&layer.k.forward(&h).view([b, t, nkv, d]).transpose(1, 2));
+            let v = layer.v.forward(&h).view([b, t, nkv, d]).transpose(1, 2);
+            let (k, v) = match cache.as_deref_mut() {
+                Some(c) => {
+                    c.k[l].narrow(2, past, t).copy_(&k);
+                    c.v[l].narrow(2, past, t).copy_(&v);
+                    (c.k[l].narrow(2, 0, past + t), c.v[l].narrow(2, 0, past + t))
+                }
+                None => (k, v),
+            };
+            let rep = nh / nkv;
+            let (k, v) = if rep > 1 {
+                (
+                    k.repeat_interleave_self_int(rep, 1, None),
+                    v.repeat_interleave_self_int(rep, 1, None),
+                )
+            } else {
+                (k, v)
+            };
+            let att = Tensor::scaled_dot_product_attention(
+                &q,
+                &k,
+                &v,
+                Some(mask),
+                0.0,
+                false,
+                None,
+                false,
+            );
+            let att = att.transpose(1, 2).reshape([b, t, nh * d]);
+            xs = xs + layer.o.forward(&att);
+            let h = rms_norm(&xs, &layer.ln2, self.cfg.rms_norm_eps);
+            let mlp = layer
+                .down
+                .forward(&(layer.gate.forward(&h).silu() * layer.up.forward(&h)));
+            xs = xs + mlp;
+        }
+        if let Some(c) = cache {
+            c.len += t;
+        }
+        rms_norm(&xs, &self.norm, self.cfg.rms_norm_eps)
+    }
+
+    /// Vocabulary logits of hidden states `[.., H]` → `[.., V]`.
+    pub fn logits(&self, hidden: &Tensor) -> Tensor {
+        hidden.linear::<Tensor>(self.lm_head.as_ref().unwrap_or(&self.embed), None)
+    }
+
+    /// Log-probabilities of each next token of right-padded sequences: entry `[b, t]` is
+    /// `log p(ids[b, t+1] | ids[b, ..=t])`, zero where `attn[b, t+1]` is 0. Shape `[B, T-1]`.
+    pub fn token_logprobs(&self, ids: &Tensor, attn: &Tensor) -> Tensor {
+        let (b, t) = ids.size2().expect("ids are [B, T]");
+        let pos = (attn.cumsum(1, Kind::Int64) - 1).clamp_min(0);
+        let mask = full_mask(attn, t);
+        let hidden = self.forward(ids, &pos, &mask, None);
+        let logits = self
+            .logits(&hidden.narrow(1, 0, t - 1))
+            .to_kind(Kind::Float);
+        let targets = ids.narrow(1, 1, t - 1);
+        let lp = logits
+            .log_softmax(-1, Kind::Float)
+            .gather(2, &targets.unsqueeze(-1), false)
+            .squeeze_dim(-1);
+        lp * attn
+            .narrow(1, 1, t - 1)
+            .to_kind(Kind::Float)
+            .view([b, t - 1])
+    }
+}
+
+/// Causal attention over right-padded rows without a cache: query i sees keys j ≤ i that are
+/// real tokens; a padding query sees itself (so no row of the softmax is empty).
+pub fn full_mask(attn: &Tensor, t: i64) -> Tensor {
+    let dev = attn.device();
+    let causal = Tensor::ones([t, t], (Kind::Bool, dev)).tril(0);
+    let keys = attn.to_kind(Kind::Bool).unsqueeze(1).unsqueeze(1); // [B,1,1,T]
+    let eye = Tensor::eye(t, (Kind::Bool, dev));
+    causal.logical_and(&keys).logical_or(&eye)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A tiny random model: 2 layers, GQA 4/2 heads, vocabulary 64.
+    pub fn tiny(seed: i64) -> Llama {
+        tch::manual_seed(seed);
+        let cfg: ModelConfig = serde_json::from_value(serde_json::json!({
+            "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 64,
+            "max_position_embeddings": 128, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+            "tie_word_embeddings": true
+        }))
+        .unwrap();
+        tch::no_grad(|| Llama::new(cfg, Device::Cpu))
+    }
+
+    #[test]
+    fn cached_decoding_equals_full_forward() {
+        let m = tiny(1);
+        let ids = Tensor::from_slice(&[3i64, 9, 27, 5, 11, 42, 7, 1]).view([1, 8]);
+        let attn = Tensor::ones([1, 8], (Kind::Int64, Device::Cpu));
+        let pos = Tensor::arange(8, (Kind::Int64, Device::Cpu)).view([1, 8]);
+        let full = tch::no_grad(|| m.logits(&m.forward(&ids, &pos, &full_mask(&attn, 8), None)));
+        // Prefill 5 tokens, then 3 single steps.
+        let mut cache = m.new_cache(1, 16);
+        let mut outs = Vec::new();
+        tch::no_grad(|| {
+            let mask = full_mask(&attn.narrow(1, 0, 5), 5);
+            let mask = Tensor::cat(&[mask], 3);
+            outs.push(m.logits(&m.forward(
+                &ids.narrow(1, 0, 5),
+                &pos.narrow(1, 0, 5),
+                &mask,
+                Some(&mut cache),
+            )));
+            for t in 5..8 {
+                let mask = Tensor::ones([1, 1, 1, t + 1], (Kind::Bool, Device::Cpu));
+                outs.push(m.logits(&m.forward(
+                    &ids.narrow(1, t, 1),
+                    &pos.narrow(1, t, 1),
+                    &mask,
+                    Some(&mut cache),
+                )));
+            }
+        });
+        let cached = Tensor::cat(&outs, 1);
+        let diff = (full - cached).abs().max().double_value(&[]);
+        assert!(diff < 1e-5, "cached and uncached logits differ by {diff}");
+    }
+
+    #[test]
+    fn padding_does_not_change_a_row() {
+        let m = tiny(2);
+        let a = [5i64, 6, 7, 8];
+        // Row 0 alone; row 1 = the same tokens right-padded next to a longer row.
+        let ids =
+            Tensor::from_slice(&[a[0], a[1], a[2], a[3], 0, 0, 1, 2, 3, 4, 5, 6]).view([2, 6]);
+        let attn = Tensor::from_slice(&[1i64, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1, 1]).view([2, 6]);
+        let batched = tch::no_grad(|| m.token_logprobs(&ids, &attn));
+        let single = tch::no_grad(|| {
+            m.token_logprobs(
+                &Tensor::from_slice(&a).view([1, 4]),
+                &Tensor::ones([1, 4], (Kind::Int64, Device::Cpu)),
+            )
+        });
+        let diff = (batched.get(0).narrow(0, 0, 3) - single.get(0))
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert!(diff < 1e-5, "{diff}");
+        assert_eq!(
+            batched
+                .get(0)
+                .narrow(0, 3, 2)
+                .abs()
+                .sum(Kind::Float)
+                .double_value(&[]),
+            0.0
+        );
+        assert!(batched.isfinite().all().int64_value(&[]) == 1);
+    }
+
+    #[test]
+    fn logprobs_are_normalised() {
+        let m = tiny(3);
+        let ids = Tensor::from_slice(&[1i64, 2, 3]).view([1, 3]);
+        let pos = Tensor::arange(3, (Kind::Int64, Device::Cpu)).view([1, 3]);
+        let attn = Tensor::ones([1, 3], (Kind::Int64, Device::Cpu));
+        let p = tch::no_grad(|| m.logits(&m.forward(&ids, &pos, &full_mask(&attn, 3), None)))
+            .softmax(-1, Kind::Float)
+            .sum_dim_intlist(-1, false, Kind::Float);
+        let diff = (p - 1.0).abs().max().double_value(&[]);
+        assert!(diff < 1e-5);
+    }
+}

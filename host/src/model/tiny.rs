@@ -1,0 +1,64 @@
+//! Tiny random-weight models written as real HF directories, for fast tests of shapes,
+//! masks, caching, generation and training on CPU (no registry ships a tiny causal LM).
+
+use std::path::Path;
+
+use tch::Device;
+
+use super::weights::{save_dir, write_atomic};
+use super::{Llama, ModelConfig, ModelError};
+
+/// Tokens `<pad>`, `<eos>`, `<bos>`, then the words `w3` … `w{vocab-1}`.
+pub fn word(i: usize) -> String {
+    format!("w{i}")
+}
+
+/// Write a tiny Llama (2 layers, hidden 32, GQA 4/2 heads) with a word-level tokenizer of
+/// `vocab` tokens and a ChatML-like template into `dir`.
+pub fn write_tiny_model(dir: &Path, vocab: usize, seed: i64) -> Result<(), ModelError> {
+    std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
+    let cfg: ModelConfig = serde_json::from_value(serde_json::json!({
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+        "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": vocab,
+        "max_position_embeddings": 256, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+        "tie_word_embeddings": true, "bos_token_id": 2, "eos_token_id": 1
+    }))
+    .expect("valid config");
+    tch::manual_seed(seed);
+    let model = tch::no_grad(|| Llama::new(cfg, Device::Cpu));
+    let mut v = serde_json::Map::new();
+    for (i, t) in ["<pad>", "<eos>", "<bos>"].iter().enumerate() {
+        v.insert((*t).into(), i.into());
+    }
+    for i in 3..vocab {
+        v.insert(word(i), i.into());
+    }
+    let added: Vec<_> = ["<pad>", "<eos>", "<bos>"]
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            serde_json::json!({"id": i, "content": t, "single_word": false,
+            "lstrip": false, "rstrip": false, "normalized": false, "special": true})
+        })
+        .collect();
+    let tokenizer = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
+        "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null,
+        "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": false},
+        "model": {"type": "WordLevel", "vocab": v, "unk_token": "<pad>"}
+    });
+    write_atomic(&dir.join("tokenizer.json"), &tokenizer.to_string())?;
+    let template = "{% for m in messages %}<bos> {{ m['role'] }} {{ m['content'] }} <eos> {% endfor %}{% if add_generation_prompt %}<bos> assistant {% endif %}";
+    write_atomic(
+        &dir.join("tokenizer_config.json"),
+        &serde_json::json!({"chat_template": template, "bos_token": "<bos>",
+            "eos_token": "<eos>", "pad_token": "<pad>"})
+        .to_string(),
+    )?;
+    write_atomic(
+        &dir.join("generation_config.json"),
+        &serde_json::json!({"bos_token_id": 2, "eos_token_id": 1}).to_string(),
+    )?;
+    save_dir(&model, dir, dir)
+}
