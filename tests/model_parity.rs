@@ -24,7 +24,11 @@ fn model() -> LoadedModel {
 }
 
 fn ids(v: &Value) -> Vec<i64> {
-    v.as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_i64().unwrap())
+        .collect()
 }
 
 fn messages(v: &Value) -> Vec<ChatMessage> {
@@ -35,19 +39,28 @@ fn messages(v: &Value) -> Vec<ChatMessage> {
 fn tokenizer_and_chat_template_match_transformers() {
     let f = fixture();
     let lm = model();
-    assert_eq!(lm.tokenizer.vocab_size(), f["vocab_size"].as_u64().unwrap() as usize);
+    assert_eq!(
+        lm.tokenizer.vocab_size(),
+        f["vocab_size"].as_u64().unwrap() as usize
+    );
     for case in f["tokenizer_roundtrip"].as_array().unwrap() {
         let text = case["text"].as_str().unwrap();
         let got = lm.tokenizer.encode(text, false).unwrap();
         assert_eq!(got, ids(&case["input_ids"]), "encoding {text:?}");
-        assert_eq!(lm.tokenizer.decode(&got, false).unwrap(), case["decoded"].as_str().unwrap());
+        assert_eq!(
+            lm.tokenizer.decode(&got, false).unwrap(),
+            case["decoded"].as_str().unwrap()
+        );
     }
     for ex in f["chat_template"]["examples"].as_array().unwrap() {
         let msgs = messages(&ex["messages"]);
-        let gen = ex["add_generation_prompt"].as_bool().unwrap();
-        let text = lm.tokenizer.render_chat(&msgs, gen).unwrap();
+        let add_gen = ex["add_generation_prompt"].as_bool().unwrap();
+        let text = lm.tokenizer.render_chat(&msgs, add_gen).unwrap();
         assert_eq!(text, ex["text"].as_str().unwrap(), "{}", ex["name"]);
-        assert_eq!(lm.tokenizer.encode_chat(&msgs, gen).unwrap(), ids(&ex["input_ids"]));
+        assert_eq!(
+            lm.tokenizer.encode_chat(&msgs, add_gen).unwrap(),
+            ids(&ex["input_ids"])
+        );
     }
 }
 
@@ -57,34 +70,59 @@ fn logits_match_transformers_within_1e_3() {
     let lm = model();
     let vocab = f["vocab_size"].as_u64().unwrap() as usize;
     let raw = std::fs::read(
-        spar_host::plugin::repo_root().join("tests/fixtures").join(f["last_logits_file"].as_str().unwrap()),
+        spar_host::plugin::repo_root()
+            .join("tests/fixtures")
+            .join(f["last_logits_file"].as_str().unwrap()),
     )
     .unwrap();
-    let reference: Vec<f32> = raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    let reference: Vec<f32> = raw
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
     let mut worst = 0.0f64;
     for (i, p) in f["prompts"].as_array().unwrap().iter().enumerate() {
         let want_ids = ids(&p["input_ids"]);
-        assert_eq!(lm.tokenizer.encode(p["text"].as_str().unwrap(), false).unwrap(), want_ids);
+        assert_eq!(
+            lm.tokenizer
+                .encode(p["text"].as_str().unwrap(), false)
+                .unwrap(),
+            want_ids
+        );
         let t = want_ids.len() as i64;
         let input = Tensor::from_slice(&want_ids).view([1, t]);
         let attn = Tensor::ones([1, t], (Kind::Int64, Device::Cpu));
         let pos = Tensor::arange(t, (Kind::Int64, Device::Cpu)).view([1, t]);
         let mask = spar_host::model::llama::full_mask(&attn, t);
-        let logits = tch::no_grad(|| lm.model.logits(&lm.model.forward(&input, &pos, &mask, None))).squeeze_dim(0);
+        let logits = tch::no_grad(|| {
+            lm.model
+                .logits(&lm.model.forward(&input, &pos, &mask, None))
+        })
+        .squeeze_dim(0);
         let last = Tensor::from_slice(&reference[i * vocab..(i + 1) * vocab]);
         let d = (logits.get(t - 1) - &last).abs().max().double_value(&[]);
         worst = worst.max(d);
         for pp in p["positions"].as_array().unwrap() {
             let at = pp["position"].as_i64().unwrap();
             let cols = Tensor::from_slice(&ids(&pp["token_ids"]));
-            let want: Vec<f32> = pp["logits"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
-            let d = (logits.get(at).index_select(0, &cols) - Tensor::from_slice(&want)).abs().max().double_value(&[]);
+            let want: Vec<f32> = pp["logits"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect();
+            let d = (logits.get(at).index_select(0, &cols) - Tensor::from_slice(&want))
+                .abs()
+                .max()
+                .double_value(&[]);
             worst = worst.max(d);
         }
         let argmax = logits.get(t - 1).argmax(0, false).int64_value(&[]);
         assert_eq!(argmax, p["logits_stats"]["argmax"].as_i64().unwrap());
     }
-    assert!(worst < 1e-3, "max |spar - transformers| logit difference {worst}");
+    assert!(
+        worst < 1e-3,
+        "max |spar - transformers| logit difference {worst}"
+    );
 }
 
 #[test]
@@ -96,12 +134,19 @@ fn greedy_decoding_matches_64_tokens() {
         let prompt = lm.tokenizer.encode_chat(&msgs, true).unwrap();
         assert_eq!(prompt, ids(&case["input_ids"]));
         let want = ids(&case["greedy_new_ids"]);
-        let p = SamplingParams { max_new_tokens: want.len(), ignore_eos: true, ..Default::default() };
+        let p = SamplingParams {
+            max_new_tokens: want.len(),
+            ignore_eos: true,
+            ..Default::default()
+        };
         let out = generate(&lm, &[prompt], &[p]).unwrap();
         assert_eq!(out[0][0].token_ids, want, "{:?}", case["messages"]);
         // With EOS honoured it stops where transformers' generate() stops.
         let stop = ids(&case["generate_new_ids"]);
-        let p = SamplingParams { max_new_tokens: 64, ..Default::default() };
+        let p = SamplingParams {
+            max_new_tokens: 64,
+            ..Default::default()
+        };
         let out = generate(&lm, &[ids(&case["input_ids"])], &[p]).unwrap();
         let mut got = out[0][0].token_ids.clone();
         if stop.last() == Some(&2) {

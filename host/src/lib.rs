@@ -9,3 +9,4 @@ pub mod plugin;
 pub mod score;
 pub mod selfplay;
 pub mod torch;
+pub mod train;

@@ -410,14 +410,14 @@ impl GgufFile {
                 ));
             };
             // ggml quantizes rows, so a row is a whole number of blocks.
-            if t.dims[0] % block as u64 != 0 {
+            if !t.dims[0].is_multiple_of(block as u64) {
                 return Err(err(format!("rows of {} are not whole {type_name} blocks of {block}", t.dims[0])));
             }
             let size = t
                 .n_elements()
                 .and_then(|n| (n / block as u64).checked_mul(block_bytes as u64))
                 .ok_or_else(|| err(format!("dims {:?} overflow", t.dims)))?;
-            if t.offset % alignment != 0 {
+            if !t.offset.is_multiple_of(alignment) {
                 return Err(err(format!("offset {} is not a multiple of the alignment {alignment}", t.offset)));
             }
             let end = self.data_offset.checked_add(t.offset).and_then(|o| o.checked_add(size));
@@ -499,7 +499,7 @@ impl GgufFile {
 pub fn dequantize(ggml_type: u32, bytes: &[u8], n_elements: usize) -> Result<Vec<f32>, String> {
     let (block, block_bytes, name) =
         layout(ggml_type).ok_or_else(|| format!("unknown ggml type {ggml_type}"))?;
-    if n_elements % block != 0 || bytes.len() != n_elements / block * block_bytes {
+    if !n_elements.is_multiple_of(block) || bytes.len() != n_elements / block * block_bytes {
         return Err(format!(
             "{} bytes do not hold {n_elements} {name} values ({block_bytes} bytes per {block})",
             bytes.len()
@@ -622,14 +622,13 @@ fn scale_min_k4(j: usize, s: &[u8]) -> (f32, f32) {
 /// nibbles are sub-block 2c, the high ones 2c+1; w = d·scale·q - dmin·min.
 fn k_quant(b: &[u8], qs: &[u8], qh: Option<&[u8]>, out: &mut [f32]) {
     let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
-    for c in 0..4 {
-        let q = &qs[32 * c..32 * c + 32];
+    for (c, q) in qs.chunks_exact(32).enumerate() {
         for nib in 0..2 {
             let sub = 2 * c + nib;
             let (sc, m) = scale_min_k4(sub, &b[4..16]);
             let (scale, min) = (d * sc, dmin * m);
-            for l in 0..32 {
-                let mut v = (q[l] >> (4 * nib)) & 0xF;
+            for (l, &byte) in q.iter().enumerate() {
+                let mut v = (byte >> (4 * nib)) & 0xF;
                 if let Some(qh) = qh {
                     v |= ((qh[l] >> sub) & 1) << 4;
                 }
@@ -657,8 +656,7 @@ fn q6_k(b: &[u8], out: &mut [f32]) {
         let qh = &b[128 + 32 * n..128 + 32 * n + 32];
         let sc = &b[192 + 8 * n..192 + 8 * n + 8];
         let o = &mut out[128 * n..128 * n + 128];
-        for l in 0..32 {
-            let h = qh[l];
+        for (l, &h) in qh.iter().enumerate() {
             let qs = [
                 (ql[l] & 0xF) | ((h & 3) << 4),
                 (ql[l + 32] & 0xF) | (((h >> 2) & 3) << 4),
@@ -670,5 +668,1011 @@ fn q6_k(b: &[u8], out: &mut [f32]) {
                 o[l + 32 * k] = scale * (q as i32 - 32) as f32;
             }
         }
+    }
+}
+
+/// Undo the row interleaving llama.cpp's converter applies to Llama's Q and K weights (and
+/// biases): within each head, GGUF row `2i + j` is HF row `j·head_dim/2 + i`. Equivalently
+/// reshape to (heads, head_dim/2, 2, cols), swap axes 1 and 2, reshape back.
+fn unpermute_rows(w: &[f32], heads: usize, cols: usize) -> Vec<f32> {
+    let head_dim = w.len() / cols / heads;
+    let half = head_dim / 2;
+    let mut out = vec![0f32; w.len()];
+    for h in 0..heads {
+        for i in 0..half {
+            for j in 0..2 {
+                let src = (h * head_dim + 2 * i + j) * cols;
+                let dst = (h * head_dim + j * half + i) * cols;
+                out[dst..dst + cols].copy_from_slice(&w[src..src + cols]);
+            }
+        }
+    }
+    out
+}
+
+/// The Hugging Face Llama/Qwen2 name of a llama.cpp tensor.
+fn hf_tensor_name(gguf: &str) -> Option<String> {
+    match gguf {
+        "token_embd.weight" => return Some("model.embed_tokens.weight".into()),
+        "output_norm.weight" => return Some("model.norm.weight".into()),
+        "output.weight" => return Some("lm_head.weight".into()),
+        _ => {}
+    }
+    let (layer, rest) = gguf.strip_prefix("blk.")?.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let (part, suffix) = rest.split_once('.')?;
+    let hf = match part {
+        "attn_q" => "self_attn.q_proj",
+        "attn_k" => "self_attn.k_proj",
+        "attn_v" => "self_attn.v_proj",
+        "attn_output" => "self_attn.o_proj",
+        "ffn_gate" => "mlp.gate_proj",
+        "ffn_up" => "mlp.up_proj",
+        "ffn_down" => "mlp.down_proj",
+        "attn_norm" => "input_layernorm",
+        "ffn_norm" => "post_attention_layernorm",
+        _ => return None,
+    };
+    matches!(suffix, "weight" | "bias").then(|| format!("model.layers.{layer}.{hf}.{suffix}"))
+}
+
+/// What [`import_gguf`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportSummary {
+    pub tensors: usize,
+    pub parameters: u64,
+    /// Rows of the embedding: the config's `vocab_size`.
+    pub vocab_size: usize,
+    pub architecture: String,
+}
+
+/// The decoder's shape, from the `{arch}.*` metadata.
+struct Hparams {
+    layers: u64,
+    hidden: u64,
+    ffn: u64,
+    heads: u64,
+    kv_heads: u64,
+    head_dim: u64,
+    eps: f64,
+    theta: f64,
+    context: u64,
+}
+
+impl Hparams {
+    fn read(file: &GgufFile, arch: &str) -> Result<Self, GgufError> {
+        let key = |k: &str| format!("{arch}.{k}");
+        let required = |k: &str| file.meta_u64(&key(k)).and_then(|v| file.require(&key(k), v));
+        let hidden = required("embedding_length")?;
+        let heads = required("attention.head_count")?;
+        let kv_heads = file.meta_u64(&key("attention.head_count_kv"))?.unwrap_or(heads);
+        if heads == 0 || kv_heads == 0 || !heads.is_multiple_of(kv_heads) {
+            return Err(GgufError::format(
+                &file.path,
+                format!("{heads} attention heads do not group into {kv_heads} key/value heads"),
+            ));
+        }
+        let head_dim = file.meta_u64(&key("attention.key_length"))?.unwrap_or(hidden / heads);
+        let value_dim = file.meta_u64(&key("attention.value_length"))?.unwrap_or(head_dim);
+        let rope_dim = file.meta_u64(&key("rope.dimension_count"))?.unwrap_or(head_dim);
+        if value_dim != head_dim || rope_dim != head_dim || !head_dim.is_multiple_of(2) {
+            return Err(GgufError::unsupported(
+                &file.path,
+                format!("head sizes key {head_dim}, value {value_dim}, rotary {rope_dim} (must be equal and even)"),
+            ));
+        }
+        let eps_key = key("attention.layer_norm_rms_epsilon");
+        Ok(Hparams {
+            layers: required("block_count")?,
+            hidden,
+            ffn: required("feed_forward_length")?,
+            heads,
+            kv_heads,
+            head_dim,
+            eps: file.require(&eps_key, file.meta_f64(&eps_key)?)?,
+            theta: file.meta_f64(&key("rope.freq_base"))?.unwrap_or(10_000.0),
+            context: file.meta_u64(&key("context_length"))?.unwrap_or(2048),
+        })
+    }
+}
+
+/// `RoPE` frequency scaling from `{arch}.rope.scaling.*`, as HF `rope_scaling`.
+fn rope_scaling(file: &GgufFile, arch: &str) -> Result<Option<Value>, GgufError> {
+    // llama.cpp stores Llama 3.1's llama3-type scaling as this per-frequency tensor instead.
+    if file.tensor("rope_freqs.weight").is_some() {
+        return Err(GgufError::unsupported(
+            &file.path,
+            "RoPE scaling stored as per-frequency factors (`rope_freqs.weight`, Llama 3.1 style)",
+        ));
+    }
+    let key = |k: &str| format!("{arch}.rope.scaling.{k}");
+    let kind = file.meta_str(&key("type")).unwrap_or("none");
+    let factor = file.meta_f64(&key("factor"))?;
+    let original = file.meta_u64(&key("original_context_length"))?;
+    Ok(match (kind, factor) {
+        ("none", _) => None,
+        ("linear", Some(f)) => Some(json!({"rope_type": "linear", "factor": f})),
+        ("yarn", Some(f)) => {
+            let mut s = json!({"rope_type": "yarn", "factor": f});
+            if let Some(o) = original {
+                s["original_max_position_embeddings"] = json!(o);
+            }
+            Some(s)
+        }
+        _ => {
+            return Err(GgufError::unsupported(
+                &file.path,
+                format!("RoPE scaling `{kind}` with factor {factor:?}"),
+            ));
+        }
+    })
+}
+
+/// llama.cpp token types (`llama_token_type`).
+const TOKEN_CONTROL: i64 = 3;
+const TOKEN_USER_DEFINED: i64 = 4;
+
+/// The vocabulary and special tokens of `tokenizer.ggml.*`.
+struct Vocab<'a> {
+    tokens: Vec<&'a str>,
+    types: Vec<i64>,
+    bos: Option<usize>,
+    eos: Option<usize>,
+    pad: Option<usize>,
+    unk: Option<usize>,
+    /// EOS, then the end-of-turn and end-of-message tokens: all of them end generation.
+    stop: Vec<usize>,
+}
+
+fn string_array<'a>(file: &'a GgufFile, key: &str) -> Result<Option<Vec<&'a str>>, GgufError> {
+    let Some(value) = file.get(key) else {
+        return Ok(None);
+    };
+    let bad = || GgufError::format(&file.path, format!("metadata `{key}` is not an array of strings"));
+    let items = value.as_array().ok_or_else(bad)?;
+    items
+        .iter()
+        .map(|s| s.as_str().ok_or_else(bad))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+impl<'a> Vocab<'a> {
+    fn read(file: &'a GgufFile) -> Result<Self, GgufError> {
+        let model = file.meta_str("tokenizer.ggml.model").unwrap_or("(none)");
+        if model != "gpt2" {
+            return Err(GgufError::unsupported(
+                &file.path,
+                format!("tokenizer `{model}`: only byte-level BPE (`gpt2`) converts to tokenizer.json"),
+            ));
+        }
+        let tokens = string_array(file, "tokenizer.ggml.tokens")?;
+        let tokens = file.require("tokenizer.ggml.tokens", tokens)?;
+        let types = match file.get("tokenizer.ggml.token_type") {
+            None => vec![1; tokens.len()],
+            Some(v) => v
+                .as_array()
+                .and_then(|a| a.iter().map(MetaValue::as_i64).collect::<Option<Vec<_>>>())
+                .filter(|t| t.len() == tokens.len())
+                .ok_or_else(|| {
+                    GgufError::format(&file.path, "`tokenizer.ggml.token_type` is not one integer per token")
+                })?,
+        };
+        let id = |name: &str| -> Result<Option<usize>, GgufError> {
+            let key = format!("tokenizer.ggml.{name}_token_id");
+            match file.meta_u64(&key)? {
+                Some(id) if id >= tokens.len() as u64 => Err(GgufError::format(
+                    &file.path,
+                    format!("metadata `{key}` = {id} is past the {} tokens", tokens.len()),
+                )),
+                id => Ok(id.map(|i| i as usize)),
+            }
+        };
+        let (bos, eos, pad, unk) = (id("bos")?, id("eos")?, id("padding")?, id("unknown")?);
+        let mut stop = Vec::new();
+        for t in [eos, id("eot")?, id("eom")?].into_iter().flatten() {
+            if !stop.contains(&t) {
+                stop.push(t);
+            }
+        }
+        Ok(Vocab {
+            tokens,
+            types,
+            bos,
+            eos,
+            pad,
+            unk,
+            stop,
+        })
+    }
+
+    /// Control tokens (special) and user-defined ones (not special): matched whole in the text.
+    fn added(&self) -> impl Iterator<Item = (usize, &str, bool)> + '_ {
+        self.tokens
+            .iter()
+            .zip(&self.types)
+            .enumerate()
+            .filter_map(|(id, (&token, &ty))| {
+                matches!(ty, TOKEN_CONTROL | TOKEN_USER_DEFINED).then_some((id, token, ty == TOKEN_CONTROL))
+            })
+    }
+}
+
+/// HF `pre_tokenizer` equivalent to the split llama.cpp applies for `tokenizer.ggml.pre`.
+fn pre_tokenizer(pre: &str) -> Option<Value> {
+    const LLAMA3: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    const QWEN2: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    let byte_level = |use_regex: bool| {
+        json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex})
+    };
+    let split = |regex: &str| {
+        json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": false},
+            byte_level(false)
+        ]})
+    };
+    Some(match pre {
+        // llama.cpp isolates each `\p{N}`, then applies the GPT-2 regex (SmolLM's own
+        // tokenizer.json: Digits, then ByteLevel).
+        "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone" | "minerva-7b" => {
+            json!({"type": "Sequence", "pretokenizers": [
+                {"type": "Digits", "individual_digits": true},
+                byte_level(true)
+            ]})
+        }
+        "default" | "gpt-2" | "gpt2" | "mpt" | "olmo" | "jais" => byte_level(true),
+        "llama-bpe" | "llama3" | "llama-v3" | "smaug-bpe" | "falcon3" | "dbrx" => split(LLAMA3),
+        "qwen2" | "deepseek-r1-qwen" => split(QWEN2),
+        _ => return None,
+    })
+}
+
+/// `tokenizer.json` (HF `tokenizers` format) for a byte-level BPE vocabulary.
+fn tokenizer_json(file: &GgufFile, v: &Vocab) -> Result<Value, GgufError> {
+    let pre = file.meta_str("tokenizer.ggml.pre").unwrap_or("default");
+    let pre_tokenizer = pre_tokenizer(pre).ok_or_else(|| {
+        GgufError::unsupported(&file.path, format!("pre-tokenizer `{pre}` (tokenizer.ggml.pre)"))
+    })?;
+    let mut vocab = Map::new();
+    for (id, &token) in v.tokens.iter().enumerate() {
+        vocab.entry(token).or_insert(json!(id));
+    }
+    let merges = string_array(file, "tokenizer.ggml.merges")?;
+    let merges = file.require("tokenizer.ggml.merges", merges)?;
+    let mut pairs = Vec::with_capacity(merges.len());
+    for m in merges {
+        // Split at the first space after the first character, as llama.cpp does; byte-level
+        // tokens spell a space `Ġ`, so this is the only space.
+        let (a, b) = m
+            .char_indices()
+            .skip(1)
+            .find(|&(_, c)| c == ' ')
+            .map(|(i, _)| (&m[..i], &m[i + 1..]))
+            .ok_or_else(|| GgufError::format(&file.path, format!("merge `{m}` is not two tokens")))?;
+        // `tokenizers` refuses a merge whose parts or result are not in the vocabulary.
+        let joined = format!("{a}{b}");
+        for t in [a, b, joined.as_str()] {
+            if !vocab.contains_key(t) {
+                return Err(GgufError::format(
+                    &file.path,
+                    format!("merge `{m}` needs `{t}`, which is not in the vocabulary"),
+                ));
+            }
+        }
+        pairs.push(json!([a, b]));
+    }
+    let added: Vec<Value> = v
+        .added()
+        .map(|(id, token, special)| {
+            json!({"id": id, "content": token, "single_word": false, "lstrip": false,
+                   "rstrip": false, "normalized": false, "special": special})
+        })
+        .collect();
+    let flag = |key: &str| file.get(key).and_then(MetaValue::as_bool) == Some(true);
+    let prefix: Vec<usize> = v.bos.filter(|_| flag("tokenizer.ggml.add_bos_token")).into_iter().collect();
+    let suffix: Vec<usize> = v.eos.filter(|_| flag("tokenizer.ggml.add_eos_token")).into_iter().collect();
+    let post_processor = if prefix.is_empty() && suffix.is_empty() {
+        json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true})
+    } else {
+        let part = |seq: &str, type_id: u32| -> Vec<Value> {
+            let special = |&id: &usize| json!({"SpecialToken": {"id": v.tokens[id], "type_id": type_id}});
+            prefix
+                .iter()
+                .map(special)
+                .chain([json!({"Sequence": {"id": seq, "type_id": type_id}})])
+                .chain(suffix.iter().map(special))
+                .collect()
+        };
+        let mut pair = part("A", 0);
+        pair.extend(part("B", 1));
+        let special_tokens: Map<String, Value> = prefix
+            .iter()
+            .chain(&suffix)
+            .map(|&id| {
+                let token = v.tokens[id];
+                (token.to_string(), json!({"id": token, "ids": [id], "tokens": [token]}))
+            })
+            .collect();
+        json!({"type": "TemplateProcessing", "single": part("A", 0), "pair": pair,
+               "special_tokens": special_tokens})
+    };
+    Ok(json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added,
+        "normalizer": null,
+        "pre_tokenizer": pre_tokenizer,
+        "post_processor": post_processor,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": {
+            "type": "BPE",
+            "dropout": null,
+            "unk_token": null,
+            "continuing_subword_prefix": null,
+            "end_of_word_suffix": null,
+            "fuse_unk": false,
+            "byte_fallback": false,
+            "ignore_merges": false,
+            "vocab": vocab,
+            "merges": pairs
+        }
+    }))
+}
+
+/// `tokenizer_config.json`: special tokens by string, chat template, BOS/EOS flags.
+fn tokenizer_config(file: &GgufFile, v: &Vocab, context: u64) -> Value {
+    let decoder: Map<String, Value> = v
+        .added()
+        .map(|(id, token, special)| {
+            let entry = json!({"content": token, "lstrip": false, "normalized": false,
+                               "rstrip": false, "single_word": false, "special": special});
+            (id.to_string(), entry)
+        })
+        .collect();
+    let mut config = json!({
+        "added_tokens_decoder": decoder,
+        "clean_up_tokenization_spaces": false,
+        "model_max_length": context,
+        // The generic fast tokenizer uses tokenizer.json as written.
+        "tokenizer_class": "PreTrainedTokenizerFast"
+    });
+    if let Value::Object(map) = &mut config {
+        for (key, id) in [("bos_token", v.bos), ("eos_token", v.eos), ("pad_token", v.pad), ("unk_token", v.unk)] {
+            if let Some(id) = id {
+                map.insert(key.into(), json!(v.tokens[id]));
+            }
+        }
+        for (key, flag) in [("add_bos_token", "tokenizer.ggml.add_bos_token"), ("add_eos_token", "tokenizer.ggml.add_eos_token")] {
+            if let Some(b) = file.get(flag).and_then(MetaValue::as_bool) {
+                map.insert(key.into(), json!(b));
+            }
+        }
+        if let Some(template) = file.meta_str("tokenizer.chat_template") {
+            map.insert("chat_template".into(), json!(template));
+        }
+    }
+    config
+}
+
+/// One id as a number, several as a list (HF's `eos_token_id` convention).
+fn ids_value(ids: &[usize]) -> Option<Value> {
+    match ids {
+        [] => None,
+        [one] => Some(json!(one)),
+        many => Some(json!(many)),
+    }
+}
+
+/// Write through a temporary file in the same directory, then rename, so that a crash never
+/// leaves a half-written file under the final name.
+fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<(), GgufError>) -> Result<(), GgufError> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.partial"));
+    if let Err(e) = write(&tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    std::fs::rename(&tmp, path).map_err(|e| GgufError::io(path, e))
+}
+
+fn write_json(path: &Path, value: &Value, pretty: bool) -> Result<(), GgufError> {
+    let text = if pretty {
+        serde_json::to_string_pretty(value)
+    } else {
+        serde_json::to_string(value)
+    }
+    .map_err(|e| GgufError::format(path, e.to_string()))?;
+    write_atomic(path, |tmp| std::fs::write(tmp, text).map_err(|e| GgufError::io(tmp, e)))
+}
+
+fn safetensors_error(path: &Path, e: SafeTensorError) -> GgufError {
+    match e {
+        SafeTensorError::IoError(e) => GgufError::io(path, e),
+        e => GgufError::format(path, format!("cannot write safetensors: {e}")),
+    }
+}
+
+/// Dequantize every tensor to f32 under its HF name, un-permuting Q/K rows where llama.cpp
+/// permuted them, and write `model.safetensors`. Returns the parameter count.
+fn write_weights(
+    file: &GgufFile,
+    names: &[String],
+    hp: &Hparams,
+    permuted: bool,
+    path: &Path,
+) -> Result<u64, GgufError> {
+    let mut tensors = Vec::with_capacity(names.len());
+    let mut parameters = 0u64;
+    for (info, name) in file.tensors.iter().zip(names) {
+        let mut data = file.tensor_f32(info)?;
+        let shape = info.shape();
+        let heads = if info.name.contains(".attn_q.") {
+            hp.heads
+        } else if info.name.contains(".attn_k.") {
+            hp.kv_heads
+        } else {
+            0
+        };
+        if permuted && heads > 0 {
+            let rows = (heads * hp.head_dim) as usize;
+            if shape[0] != rows {
+                return Err(GgufError::format(
+                    &file.path,
+                    format!("tensor `{}` has {} rows; {heads} heads of {} need {rows}", info.name, shape[0], hp.head_dim),
+                ));
+            }
+            data = unpermute_rows(&data, heads as usize, data.len() / rows);
+        }
+        parameters += data.len() as u64;
+        let bytes: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
+        tensors.push((name.as_str(), shape, bytes));
+    }
+    let views = tensors
+        .iter()
+        .map(|(name, shape, bytes)| TensorView::new(Dtype::F32, shape.clone(), bytes).map(|t| (*name, t)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| safetensors_error(path, e))?;
+    let metadata = Some(HashMap::from([("format".to_string(), "pt".to_string())]));
+    write_atomic(path, |tmp| {
+        serialize_to_file(views, &metadata, tmp).map_err(|e| safetensors_error(tmp, e))
+    })?;
+    Ok(parameters)
+}
+
+/// Convert a `llama` or `qwen2` GGUF into a Hugging Face model directory: `model.safetensors`
+/// (f32), `config.json`, `tokenizer.json`, `tokenizer_config.json`, `generation_config.json`.
+/// Everything is checked before the first write; each file appears atomically, `config.json`
+/// last, so a directory with a `config.json` is complete.
+pub fn import_gguf(gguf: &Path, out_dir: &Path) -> Result<ImportSummary, GgufError> {
+    let file = GgufFile::open(gguf)?;
+    let arch = file.meta_str("general.architecture").unwrap_or("(none)").to_string();
+    let (class, permuted) = match arch.as_str() {
+        "llama" => ("LlamaForCausalLM", true),
+        "qwen2" => ("Qwen2ForCausalLM", false),
+        other => {
+            return Err(GgufError::unsupported(gguf, format!("architecture `{other}` (llama and qwen2 import)")));
+        }
+    };
+    let hp = Hparams::read(&file, &arch)?;
+    let vocab = Vocab::read(&file)?;
+    let embed = file
+        .tensor("token_embd.weight")
+        .ok_or_else(|| GgufError::format(gguf, "no tensor `token_embd.weight`"))?;
+    let vocab_size = embed.dims.get(1).map_or(0, |&n| n as usize);
+    if embed.dims.len() != 2 || embed.dims[0] != hp.hidden || vocab.tokens.len() > vocab_size {
+        return Err(GgufError::format(
+            gguf,
+            format!(
+                "token_embd.weight has dims {:?}; expected [{}, at least {} tokens]",
+                embed.dims,
+                hp.hidden,
+                vocab.tokens.len()
+            ),
+        ));
+    }
+    let names = file
+        .tensors
+        .iter()
+        .map(|t| {
+            hf_tensor_name(&t.name).ok_or_else(|| {
+                GgufError::unsupported(gguf, format!("tensor `{}` has no Hugging Face {class} counterpart", t.name))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let tokenizer = tokenizer_json(&file, &vocab)?;
+    let tokenizer_cfg = tokenizer_config(&file, &vocab, hp.context);
+    let mut generation = json!({});
+    let mut config = json!({
+        "architectures": [class],
+        "model_type": arch,
+        "hidden_size": hp.hidden,
+        "intermediate_size": hp.ffn,
+        "num_hidden_layers": hp.layers,
+        "num_attention_heads": hp.heads,
+        "num_key_value_heads": hp.kv_heads,
+        "head_dim": hp.head_dim,
+        "rms_norm_eps": hp.eps,
+        "rope_theta": hp.theta,
+        "max_position_embeddings": hp.context,
+        "vocab_size": vocab_size,
+        "tie_word_embeddings": file.tensor("output.weight").is_none(),
+        "hidden_act": "silu",
+        "torch_dtype": "float32"
+    });
+    if let Some(scaling) = rope_scaling(&file, &arch)? {
+        config["rope_scaling"] = scaling;
+    }
+    if arch == "llama" {
+        let bias = file.tensors.iter().any(|t| t.name.ends_with(".attn_q.bias"));
+        config["attention_bias"] = json!(bias);
+    }
+    for (key, value) in [
+        ("bos_token_id", vocab.bos.map(|id| json!(id))),
+        ("eos_token_id", ids_value(&vocab.stop)),
+        ("pad_token_id", vocab.pad.map(|id| json!(id))),
+    ] {
+        if let Some(value) = value {
+            config[key] = value.clone();
+            generation[key] = value;
+        }
+    }
+
+    std::fs::create_dir_all(out_dir).map_err(|e| GgufError::io(out_dir, e))?;
+    // A config.json from an earlier import would make a half-replaced directory look complete.
+    let config_path = out_dir.join("config.json");
+    if let Err(e) = std::fs::remove_file(&config_path)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        return Err(GgufError::io(&config_path, e));
+    }
+    write_json(&out_dir.join("tokenizer.json"), &tokenizer, false)?;
+    write_json(&out_dir.join("tokenizer_config.json"), &tokenizer_cfg, true)?;
+    write_json(&out_dir.join("generation_config.json"), &generation, true)?;
+    let parameters = write_weights(&file, &names, &hp, permuted, &out_dir.join("model.safetensors"))?;
+    write_json(&config_path, &config, true)?;
+    Ok(ImportSummary {
+        tensors: names.len(),
+        parameters,
+        vocab_size,
+        architecture: arch,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f16_bytes(x: f32) -> [u8; 2] {
+        half::f16::from_f32(x).to_bits().to_le_bytes()
+    }
+
+    /// Byte j holds weight j = j (low nibble) and weight j+16 = 15 - j (high nibble).
+    fn nibbles() -> Vec<u8> {
+        (0..16u8).map(|j| j | ((15 - j) << 4)).collect()
+    }
+
+    fn block(parts: &[&[u8]]) -> Vec<u8> {
+        parts.concat()
+    }
+
+    #[test]
+    fn scalar_types() {
+        let f32s: Vec<u8> = [1.5f32, -2.0].iter().flat_map(|x| x.to_le_bytes()).collect();
+        assert_eq!(dequantize(0, &f32s, 2).unwrap(), [1.5, -2.0]);
+        let f16s = block(&[&f16_bytes(1.0), &f16_bytes(-2.5), &f16_bytes(65504.0)]);
+        assert_eq!(dequantize(1, &f16s, 3).unwrap(), [1.0, -2.5, 65504.0]);
+        let bf16s = block(&[&0x3FC0u16.to_le_bytes(), &0xC020u16.to_le_bytes()]);
+        assert_eq!(dequantize(30, &bf16s, 2).unwrap(), [1.5, -2.5]);
+    }
+
+    #[test]
+    fn q4_0_and_q4_1() {
+        // Q4_0, d = 0.5: w = (q - 8)·d.
+        let w = dequantize(2, &block(&[&f16_bytes(0.5), &nibbles()]), 32).unwrap();
+        assert_eq!([w[0], w[9], w[15], w[16], w[31]], [-4.0, 0.5, 3.5, 3.5, -4.0]);
+        // Q4_1, d = 0.5, m = -1: w = q·d + m.
+        let w = dequantize(3, &block(&[&f16_bytes(0.5), &f16_bytes(-1.0), &nibbles()]), 32).unwrap();
+        assert_eq!([w[0], w[3], w[15], w[16], w[31]], [-1.0, 0.5, 6.5, 6.5, -1.0]);
+    }
+
+    #[test]
+    fn q5_0_and_q5_1() {
+        // Q5_0, d = 1: fifth bits for weights 0 and 20; w = q - 16.
+        let qh = (1u32 | 1 << 20).to_le_bytes();
+        let w = dequantize(6, &block(&[&f16_bytes(1.0), &qh, &nibbles()]), 32).unwrap();
+        assert_eq!([w[0], w[1], w[15], w[16], w[20], w[31]], [0.0, -15.0, -1.0, -1.0, 11.0, -16.0]);
+        // Q5_1, d = 2, m = 0.5: fifth bit for weight 31 only.
+        let qh = (1u32 << 31).to_le_bytes();
+        let w = dequantize(7, &block(&[&f16_bytes(2.0), &f16_bytes(0.5), &qh, &nibbles()]), 32).unwrap();
+        assert_eq!([w[0], w[5], w[16], w[31]], [0.5, 10.5, 30.5, 32.5]);
+    }
+
+    #[test]
+    fn q8_0() {
+        let qs: Vec<u8> = (0..32).map(|j: i8| (j - 16) as u8).collect();
+        let w = dequantize(8, &block(&[&f16_bytes(0.25), &qs]), 32).unwrap();
+        assert_eq!([w[0], w[16], w[31]], [-4.0, 0.0, 3.75]);
+    }
+
+    /// Sub-block scales 1, 2, 3, 4, 21, 6, 7, 8 and minimums 0, 1, 0, 1, 2, 0, 3, 0, packed as
+    /// `get_scale_min_k4` reads them: 21 = 5 in byte 8's low nibble + 16 from byte 0's bit 6.
+    const K_SCALES: [u8; 12] = [1 | 0x40, 2, 3, 4, 0, 1, 0, 1, 0x25, 0x06, 0x37, 0x08];
+    const K_SC: [f32; 8] = [1.0, 2.0, 3.0, 4.0, 21.0, 6.0, 7.0, 8.0];
+    const K_MIN: [f32; 8] = [0.0, 1.0, 0.0, 1.0, 2.0, 0.0, 3.0, 0.0];
+
+    /// d = 1, dmin = 0.5; weight 64c + 32h + l belongs to sub-block 2c + h.
+    fn k_expected(fifth_bits: bool) -> Vec<f32> {
+        let mut out = Vec::new();
+        for sub in 0..8 {
+            for l in 0..32 {
+                let mut q = if sub % 2 == 0 { l % 16 } else { 15 - l % 16 };
+                if fifth_bits && (sub == 0 || sub == 2) && l % 2 == 0 {
+                    q += 16;
+                }
+                out.push(K_SC[sub] * q as f32 - 0.5 * K_MIN[sub]);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn q4_k_and_q5_k() {
+        let qs: Vec<u8> = (0..4).flat_map(|_| (0..32u8).map(|l| (l % 16) | ((15 - l % 16) << 4))).collect();
+        let w = dequantize(12, &block(&[&f16_bytes(1.0), &f16_bytes(0.5), &K_SCALES, &qs]), 256).unwrap();
+        assert_eq!(w, k_expected(false));
+        assert_eq!([w[0], w[33], w[133], w[224]], [0.0, 27.5, 104.0, 120.0]);
+        // Q5_K: fifth bits 0 and 2 set in even bytes, so sub-blocks 0 and 2 gain 16 at even l.
+        let qh: Vec<u8> = (0..32).map(|l| if l % 2 == 0 { 0b101 } else { 0 }).collect();
+        let w = dequantize(13, &block(&[&f16_bytes(1.0), &f16_bytes(0.5), &K_SCALES, &qh, &qs]), 256).unwrap();
+        assert_eq!(w, k_expected(true));
+        assert_eq!([w[0], w[1], w[66]], [16.0, 1.0, 54.0]);
+    }
+
+    #[test]
+    fn q6_k() {
+        let ql: Vec<u8> = (0..128).collect();
+        // Every high-bit byte is 0b11_10_01_00: the 2-bit part of quarter k of each half is k.
+        let qh = [0xE4u8; 64];
+        let sc: Vec<u8> = [1i8, -1, 2, -2, 3, -3, 4, -4, 5, -5, 6, -6, 7, -7, 8, -8].iter().map(|&s| s as u8).collect();
+        let w = dequantize(14, &block(&[&ql, &qh, &sc, &f16_bytes(0.5)]), 256).unwrap();
+        for (k, &got) in w.iter().enumerate() {
+            let (half, quarter, l) = (k / 128, k % 128 / 32, k % 32);
+            let byte = ql[64 * half + l + 32 * (quarter % 2)];
+            let low = if quarter < 2 { byte & 0xF } else { byte >> 4 };
+            let q = (low | (quarter as u8) << 4) as f32 - 32.0;
+            let scale = (sc[8 * half + l / 16 + 2 * quarter] as i8) as f32;
+            assert_eq!(got, 0.5 * scale * q, "weight {k}");
+        }
+        assert_eq!([w[0], w[32], w[81], w[255]], [-16.0, -16.0, -1.5, -92.0]);
+    }
+
+    #[test]
+    fn dequantize_rejects_bad_input() {
+        assert!(dequantize(2, &[0; 17], 32).unwrap_err().contains("Q4_0"));
+        assert!(dequantize(10, &[0; 84], 256).unwrap_err().contains("Q2_K is not implemented"));
+        assert!(dequantize(99, &[], 0).unwrap_err().contains("unknown ggml type 99"));
+    }
+
+    /// llama.cpp's `permute` (convert_hf_to_gguf.py): reshape(heads, 2, head_dim/2, cols), swap
+    /// axes 1 and 2: HF row (h, j, i) becomes GGUF row (h, i, j).
+    fn permute_rows(w: &[f32], heads: usize, cols: usize) -> Vec<f32> {
+        let head_dim = w.len() / cols / heads;
+        let half = head_dim / 2;
+        let mut out = vec![0f32; w.len()];
+        for h in 0..heads {
+            for j in 0..2 {
+                for i in 0..half {
+                    let src = (h * head_dim + j * half + i) * cols;
+                    let dst = (h * head_dim + 2 * i + j) * cols;
+                    out[dst..dst + cols].copy_from_slice(&w[src..src + cols]);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn unpermute_known_rows() {
+        // One head of 6 rows: llama.cpp interleaves the halves of the rotary pairs.
+        let gguf = [0.0, 3.0, 1.0, 4.0, 2.0, 5.0];
+        assert_eq!(permute_rows(&[0.0, 1.0, 2.0, 3.0, 4.0, 5.0], 1, 1), gguf);
+        assert_eq!(unpermute_rows(&gguf, 1, 1), [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
+    }
+
+    #[test]
+    fn unpermute_inverts_permute() {
+        // Two heads of 8 rows, 3 columns; with head_dim/2 ≠ 2 the two directions differ.
+        let w: Vec<f32> = (0..48).map(|x| x as f32).collect();
+        let permuted = permute_rows(&w, 2, 3);
+        assert_ne!(permuted, w);
+        assert_ne!(unpermute_rows(&w, 2, 3), permuted);
+        assert_eq!(unpermute_rows(&permuted, 2, 3), w);
+    }
+
+    #[test]
+    fn tensor_names() {
+        assert_eq!(hf_tensor_name("token_embd.weight").unwrap(), "model.embed_tokens.weight");
+        assert_eq!(hf_tensor_name("blk.12.attn_q.bias").unwrap(), "model.layers.12.self_attn.q_proj.bias");
+        assert_eq!(hf_tensor_name("blk.0.ffn_norm.weight").unwrap(), "model.layers.0.post_attention_layernorm.weight");
+        assert_eq!(hf_tensor_name("output.weight").unwrap(), "lm_head.weight");
+        assert!(hf_tensor_name("rope_freqs.weight").is_none());
+        assert!(hf_tensor_name("blk.x.attn_q.weight").is_none());
+    }
+
+    fn put_str(buf: &mut Vec<u8>, s: &str) {
+        buf.extend((s.len() as u64).to_le_bytes());
+        buf.extend(s.as_bytes());
+    }
+
+    /// Builds GGUF v3 files: metadata, then tensors at 32-byte aligned offsets.
+    #[derive(Default)]
+    struct Builder {
+        kv: Vec<u8>,
+        n_kv: u64,
+        infos: Vec<u8>,
+        n_tensors: u64,
+        data: Vec<u8>,
+    }
+
+    impl Builder {
+        fn kv(&mut self, key: &str, ty: u32, value: &[u8]) -> &mut Self {
+            put_str(&mut self.kv, key);
+            self.kv.extend(ty.to_le_bytes());
+            self.kv.extend(value);
+            self.n_kv += 1;
+            self
+        }
+
+        fn str(&mut self, key: &str, value: &str) -> &mut Self {
+            let mut b = Vec::new();
+            put_str(&mut b, value);
+            self.kv(key, 8, &b)
+        }
+
+        fn u32(&mut self, key: &str, value: u32) -> &mut Self {
+            self.kv(key, 4, &value.to_le_bytes())
+        }
+
+        fn f32(&mut self, key: &str, value: f32) -> &mut Self {
+            self.kv(key, 6, &value.to_le_bytes())
+        }
+
+        fn strs(&mut self, key: &str, values: &[&str]) -> &mut Self {
+            let mut b = 8u32.to_le_bytes().to_vec();
+            b.extend((values.len() as u64).to_le_bytes());
+            values.iter().for_each(|v| put_str(&mut b, v));
+            self.kv(key, 9, &b)
+        }
+
+        fn i32s(&mut self, key: &str, values: &[i32]) -> &mut Self {
+            let mut b = 5u32.to_le_bytes().to_vec();
+            b.extend((values.len() as u64).to_le_bytes());
+            values.iter().for_each(|v| b.extend(v.to_le_bytes()));
+            self.kv(key, 9, &b)
+        }
+
+        fn raw_tensor(&mut self, name: &str, dims: &[u64], ty: u32, bytes: &[u8]) -> &mut Self {
+            put_str(&mut self.infos, name);
+            self.infos.extend((dims.len() as u32).to_le_bytes());
+            dims.iter().for_each(|d| self.infos.extend(d.to_le_bytes()));
+            self.infos.extend(ty.to_le_bytes());
+            self.infos.extend((self.data.len() as u64).to_le_bytes());
+            self.data.extend(bytes);
+            while !self.data.len().is_multiple_of(32) {
+                self.data.push(0);
+            }
+            self.n_tensors += 1;
+            self
+        }
+
+        /// An F32 tensor holding 0, 1, 2, … in GGUF order.
+        fn tensor(&mut self, name: &str, dims: &[u64]) -> &mut Self {
+            let n: u64 = dims.iter().product();
+            let bytes: Vec<u8> = (0..n).flat_map(|i| (i as f32).to_le_bytes()).collect();
+            self.raw_tensor(name, dims, 0, &bytes)
+        }
+
+        fn bytes(&self) -> Vec<u8> {
+            let mut out = b"GGUF".to_vec();
+            out.extend(3u32.to_le_bytes());
+            out.extend(self.n_tensors.to_le_bytes());
+            out.extend(self.n_kv.to_le_bytes());
+            out.extend(&self.kv);
+            out.extend(&self.infos);
+            while !out.len().is_multiple_of(32) {
+                out.push(0);
+            }
+            out.extend(&self.data);
+            out
+        }
+    }
+
+    fn temp_path(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("spar-gguf-{}-{name}", std::process::id()))
+    }
+
+    fn write_temp(name: &str, bytes: &[u8]) -> PathBuf {
+        let path = temp_path(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    /// Three metadata entries, a tiny vocabulary and one 2×4 F32 tensor that ends the file.
+    fn small_file() -> Vec<u8> {
+        Builder::default()
+            .str("general.architecture", "llama")
+            .u32("llama.block_count", 1)
+            .f32("llama.attention.layer_norm_rms_epsilon", 1e-5)
+            .strs("tokenizer.ggml.tokens", &["<s>", "a", "b", "ab"])
+            .tensor("w", &[4, 2])
+            .bytes()
+    }
+
+    fn assert_one_line_naming(err: &GgufError, path: &Path) {
+        let msg = err.to_string();
+        assert!(msg.starts_with(&path.display().to_string()), "{msg}");
+        assert!(!msg.contains('\n'), "{msg}");
+    }
+
+    #[test]
+    fn parses_a_synthetic_file() {
+        let path = write_temp("small.gguf", &small_file());
+        let f = GgufFile::open(&path).unwrap();
+        assert_eq!(f.version, 3);
+        assert_eq!(f.get("general.architecture").and_then(MetaValue::as_str), Some("llama"));
+        assert_eq!(f.get("llama.block_count").and_then(MetaValue::as_u64), Some(1));
+        assert_eq!(f.get("llama.attention.layer_norm_rms_epsilon").and_then(MetaValue::as_f64), Some(1e-5));
+        let tokens = f.get("tokenizer.ggml.tokens").and_then(MetaValue::as_array).unwrap();
+        assert_eq!(tokens.len(), 4);
+        assert_eq!(tokens[3], MetaValue::Str("ab".into()));
+        let t = f.tensor("w").unwrap();
+        assert_eq!((t.dims.as_slice(), t.shape(), t.ggml_type), (&[4u64, 2][..], vec![2, 4], 0));
+        assert_eq!(f.tensor_f32(t).unwrap(), [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]);
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn every_truncation_is_a_one_line_error() {
+        let bytes = small_file();
+        let path = temp_path("truncated.gguf");
+        for cut in 0..bytes.len() {
+            std::fs::write(&path, &bytes[..cut]).unwrap();
+            let err = GgufFile::open(&path).expect_err(&format!("cut at {cut}"));
+            assert_one_line_naming(&err, &path);
+        }
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn bad_magic_and_versions() {
+        let mut bytes = small_file();
+        bytes[3] = b'X';
+        let path = write_temp("magic.gguf", &bytes);
+        let err = GgufFile::open(&path).unwrap_err();
+        assert!(err.to_string().contains("not a GGUF file"), "{err}");
+        assert_one_line_naming(&err, &path);
+        for (version, expect) in [(1u32, "version 1"), (7, "version 7"), (3 << 24, "big-endian")] {
+            let mut bytes = small_file();
+            bytes[4..8].copy_from_slice(&version.to_le_bytes());
+            std::fs::write(&path, &bytes).unwrap();
+            let err = GgufFile::open(&path).unwrap_err();
+            assert!(matches!(err, GgufError::Unsupported { .. }) && err.to_string().contains(expect), "{err}");
+        }
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn unsupported_tensor_type_names_tensor_and_type() {
+        let bytes = Builder::default().raw_tensor("blk.0.attn_q.weight", &[256], 10, &[0; 84]).bytes();
+        let path = write_temp("q2k.gguf", &bytes);
+        let f = GgufFile::open(&path).unwrap();
+        let err = f.tensor_f32(&f.tensors[0]).unwrap_err();
+        assert!(matches!(err, GgufError::Unsupported { .. }), "{err}");
+        assert!(err.to_string().contains("`blk.0.attn_q.weight`: Q2_K is not implemented"), "{err}");
+        std::fs::remove_file(path).unwrap();
+    }
+
+    /// A one-layer Llama: hidden 8, 2 heads of 4, 1 KV head, FFN 16, a 6-token byte-level vocab.
+    fn tiny_llama(tokenizer_model: &str) -> Vec<u8> {
+        let mut b = Builder::default();
+        b.str("general.architecture", "llama")
+            .u32("llama.block_count", 1)
+            .u32("llama.context_length", 64)
+            .u32("llama.embedding_length", 8)
+            .u32("llama.feed_forward_length", 16)
+            .u32("llama.attention.head_count", 2)
+            .u32("llama.attention.head_count_kv", 1)
+            .u32("llama.attention.key_length", 4)
+            .f32("llama.rope.freq_base", 10000.0)
+            .f32("llama.attention.layer_norm_rms_epsilon", 1e-5)
+            .str("tokenizer.ggml.model", tokenizer_model)
+            .str("tokenizer.ggml.pre", "smollm")
+            .strs("tokenizer.ggml.tokens", &["<|end|>", "a", "b", "ab", "Ġ", "Ġa"])
+            .i32s("tokenizer.ggml.token_type", &[3, 1, 1, 1, 1, 1])
+            .strs("tokenizer.ggml.merges", &["a b", "Ġ a"])
+            .u32("tokenizer.ggml.eos_token_id", 0)
+            .str("tokenizer.chat_template", "{{ messages }}");
+        b.tensor("token_embd.weight", &[8, 6])
+            .tensor("output_norm.weight", &[8])
+            .tensor("blk.0.attn_norm.weight", &[8])
+            .tensor("blk.0.attn_q.weight", &[8, 8])
+            .tensor("blk.0.attn_k.weight", &[8, 4])
+            .tensor("blk.0.attn_v.weight", &[8, 4])
+            .tensor("blk.0.attn_output.weight", &[8, 8])
+            .tensor("blk.0.ffn_norm.weight", &[8])
+            .tensor("blk.0.ffn_gate.weight", &[8, 16])
+            .tensor("blk.0.ffn_up.weight", &[8, 16])
+            .tensor("blk.0.ffn_down.weight", &[16, 8]);
+        b.bytes()
+    }
+
+    fn read_json(path: &Path) -> Value {
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn imports_a_tiny_llama() {
+        let gguf = write_temp("tiny.gguf", &tiny_llama("gpt2"));
+        let out = temp_path("tiny-model");
+        let summary = import_gguf(&gguf, &out).unwrap();
+        assert_eq!(summary.tensors, 11);
+        assert_eq!(summary.parameters, 48 + 8 + 8 + 64 + 32 + 32 + 64 + 8 + 3 * 128);
+        assert_eq!((summary.vocab_size, summary.architecture.as_str()), (6, "llama"));
+        let mut files: Vec<String> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        files.sort();
+        let expected = ["config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"];
+        assert_eq!(files, expected);
+
+        let config = read_json(&out.join("config.json"));
+        assert_eq!(config["architectures"], json!(["LlamaForCausalLM"]));
+        assert_eq!(config["num_key_value_heads"], 1);
+        assert_eq!(config["head_dim"], 4);
+        assert_eq!(config["rms_norm_eps"], 1e-5);
+        assert_eq!(config["tie_word_embeddings"], true);
+        assert_eq!(config["eos_token_id"], 0);
+        assert_eq!(read_json(&out.join("generation_config.json")), json!({"eos_token_id": 0}));
+
+        let bytes = std::fs::read(out.join("model.safetensors")).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let rows = |name: &str| -> Vec<Vec<f32>> {
+            let t = st.tensor(name).unwrap();
+            let cols = t.shape()[1];
+            let v: Vec<f32> = t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            v.chunks(cols).map(<[f32]>::to_vec).collect()
+        };
+        let row = |r: usize| (0..8).map(|c| (8 * r + c) as f32).collect::<Vec<f32>>();
+        // One KV head of 4: GGUF rows 0, 1, 2, 3 hold HF rows 0, 2, 1, 3.
+        assert_eq!(rows("model.layers.0.self_attn.k_proj.weight"), [row(0), row(2), row(1), row(3)]);
+        assert_eq!(rows("model.layers.0.self_attn.v_proj.weight"), [row(0), row(1), row(2), row(3)]);
+        assert_eq!(rows("model.layers.0.self_attn.q_proj.weight")[4..], [row(4), row(6), row(5), row(7)]);
+        assert_eq!(st.tensor("model.embed_tokens.weight").unwrap().shape(), [6, 8]);
+        assert!(st.tensor("lm_head.weight").is_err());
+
+        let tok = read_json(&out.join("tokenizer.json"));
+        assert_eq!(tok["model"]["merges"], json!([["a", "b"], ["Ġ", "a"]]));
+        assert_eq!(tok["model"]["vocab"]["Ġa"], 5);
+        assert_eq!(tok["added_tokens"][0]["content"], "<|end|>");
+        assert_eq!(tok["added_tokens"][0]["special"], true);
+        assert_eq!(tok["pre_tokenizer"]["pretokenizers"][0]["type"], "Digits");
+        let tc = read_json(&out.join("tokenizer_config.json"));
+        assert_eq!((tc["eos_token"].as_str(), tc["chat_template"].as_str()), (Some("<|end|>"), Some("{{ messages }}")));
+        assert_eq!(tc["added_tokens_decoder"]["0"]["special"], true);
+
+        std::fs::remove_dir_all(&out).unwrap();
+        std::fs::remove_file(gguf).unwrap();
+    }
+
+    #[test]
+    fn refuses_sentencepiece_before_writing() {
+        let gguf = write_temp("spm.gguf", &tiny_llama("llama"));
+        let out = temp_path("spm-model");
+        let err = import_gguf(&gguf, &out).unwrap_err();
+        assert!(matches!(err, GgufError::Unsupported { .. }) && err.to_string().contains("tokenizer `llama`"), "{err}");
+        assert!(!out.exists());
+        std::fs::remove_file(gguf).unwrap();
     }
 }

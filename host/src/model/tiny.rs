@@ -62,3 +62,22 @@ pub fn write_tiny_model(dir: &Path, vocab: usize, seed: i64) -> Result<(), Model
     )?;
     save_dir(&model, dir, dir)
 }
+
+/// Overwrite every parameter with a fixed formula of its name's rank and element index, so a
+/// Python script can build the very same weights without any file (see scripts/dpo_parity.py):
+/// parameter k (names sorted) element j = 0.05·sin(0.1·(j+1) + 0.7·k), norms 1 + that.
+pub fn fill_deterministic(vs: &tch::nn::VarStore) {
+    let mut vars: Vec<(String, tch::Tensor)> = vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    tch::no_grad(|| {
+        for (k, (name, t)) in vars.iter_mut().enumerate() {
+            let n = t.numel() as i64;
+            let j = tch::Tensor::arange(n, (tch::Kind::Double, tch::Device::Cpu));
+            let mut v = ((j + 1.0) * 0.1 + 0.7 * k as f64).sin() * 0.05;
+            if name.contains("norm") {
+                v += 1.0;
+            }
+            t.copy_(&v.to_kind(t.kind()).view(t.size().as_slice()));
+        }
+    });
+}
