@@ -239,7 +239,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Plugin(cmd) => plugin_cmd(&cli.sandbox, cmd).await,
         Command::Model(ModelCmd::ImportGguf { gguf, out_dir }) => {
             let t = std::time::Instant::now();
-            let s: ImportTemp = todo_import(&gguf, &out_dir)?; // TEMP
+            let s = spar_host::model::gguf::import_gguf(&gguf, &out_dir)?;
             println!(
                 "imported {} ({}): {} tensors, {:.1} M parameters, vocabulary {} → {} in {:.1} s",
                 gguf.display(),
@@ -503,15 +503,4 @@ async fn score_cmd(
         println!("verdicts: {}", out.display());
     }
     Ok(ExitCode::SUCCESS)
-}
-
-// TEMP
-struct ImportTemp {
-    architecture: String,
-    tensors: usize,
-    parameters: u64,
-    vocab_size: usize,
-}
-fn todo_import(_: &Path, _: &Path) -> anyhow::Result<ImportTemp> {
-    anyhow::bail!("temp")
 }

@@ -297,7 +297,8 @@ impl Reader<'_> {
             9 if depth < 4 => {
                 let elem = self.u32()?;
                 let n = self.count("array length")?;
-                let mut items = Vec::with_capacity(n as usize);
+                // The count is only bounded by the file size: let a corrupt one fail at EOF.
+                let mut items = Vec::with_capacity(n.min(1 << 16) as usize);
                 for _ in 0..n {
                     items.push(self.value(elem, depth + 1)?);
                 }
@@ -309,7 +310,10 @@ impl Reader<'_> {
             _ => {
                 return Err(GgufError::format(
                     self.path,
-                    format!("unknown metadata value type {ty} (or arrays nested too deep) before offset {}", self.pos),
+                    format!(
+                        "metadata value type {ty} unknown or nested too deep, before offset {}",
+                        self.pos
+                    ),
                 ));
             }
         })
@@ -334,11 +338,21 @@ impl GgufFile {
         let version = r.u32()?;
         match version {
             2 | 3 => {}
-            1 => return Err(GgufError::unsupported(path, "GGUF version 1 (re-convert it with a current llama.cpp)")),
+            1 => {
+                return Err(GgufError::unsupported(
+                    path,
+                    "GGUF version 1 (re-convert it with a current llama.cpp)",
+                ));
+            }
             v if matches!(v.swap_bytes(), 2 | 3) => {
                 return Err(GgufError::unsupported(path, "big-endian GGUF"));
             }
-            v => return Err(GgufError::unsupported(path, format!("GGUF version {v} (supported: 2, 3)"))),
+            v => {
+                return Err(GgufError::unsupported(
+                    path,
+                    format!("GGUF version {v} (supported: 2, 3)"),
+                ));
+            }
         }
         // Every tensor info and key/value takes well over 8 bytes.
         let n_tensors = r.u64()?;
@@ -346,7 +360,9 @@ impl GgufFile {
         if n_tensors > len / 8 || n_kv > len / 8 {
             return Err(GgufError::format(
                 path,
-                format!("{n_tensors} tensors and {n_kv} metadata entries cannot fit in {len} bytes"),
+                format!(
+                    "{n_tensors} tensors and {n_kv} metadata entries cannot fit in {len} bytes"
+                ),
             ));
         }
         let mut metadata = BTreeMap::new();
@@ -355,10 +371,13 @@ impl GgufFile {
             let ty = r.u32()?;
             let value = r.value(ty, 0)?;
             if metadata.insert(key.clone(), value).is_some() {
-                return Err(GgufError::format(path, format!("metadata key `{key}` appears twice")));
+                return Err(GgufError::format(
+                    path,
+                    format!("metadata key `{key}` appears twice"),
+                ));
             }
         }
-        let mut tensors = Vec::with_capacity(n_tensors as usize);
+        let mut tensors = Vec::with_capacity(n_tensors.min(1 << 16) as usize);
         for _ in 0..n_tensors {
             let name = r.name("tensor name")?;
             let n_dims = r.u32()?;
@@ -368,7 +387,9 @@ impl GgufFile {
                     format!("tensor `{name}` has {n_dims} dimensions (GGUF allows 1 to 4)"),
                 ));
             }
-            let dims = (0..n_dims).map(|_| r.u64()).collect::<Result<Vec<_>, _>>()?;
+            let dims = (0..n_dims)
+                .map(|_| r.u64())
+                .collect::<Result<Vec<_>, _>>()?;
             let ggml_type = r.u32()?;
             let offset = r.u64()?;
             tensors.push(TensorInfo {
@@ -381,7 +402,10 @@ impl GgufFile {
         let alignment = match metadata.get("general.alignment") {
             None => 32,
             Some(v) => v.as_u64().filter(|a| a.is_power_of_two()).ok_or_else(|| {
-                GgufError::format(path, format!("general.alignment {v:?} is not a power of two"))
+                GgufError::format(
+                    path,
+                    format!("general.alignment {v:?} is not a power of two"),
+                )
             })?,
         };
         let data_offset = r.pos.next_multiple_of(alignment);
@@ -399,7 +423,8 @@ impl GgufFile {
     fn validate(&self, alignment: u64, len: u64) -> Result<(), GgufError> {
         let mut names = HashSet::new();
         for t in &self.tensors {
-            let err = |msg: String| GgufError::format(&self.path, format!("tensor `{}`: {msg}", t.name));
+            let err =
+                |msg: String| GgufError::format(&self.path, format!("tensor `{}`: {msg}", t.name));
             if !names.insert(t.name.as_str()) {
                 return Err(err("appears twice".into()));
             }
@@ -411,16 +436,25 @@ impl GgufFile {
             };
             // ggml quantizes rows, so a row is a whole number of blocks.
             if !t.dims[0].is_multiple_of(block as u64) {
-                return Err(err(format!("rows of {} are not whole {type_name} blocks of {block}", t.dims[0])));
+                return Err(err(format!(
+                    "rows of {} are not whole {type_name} blocks of {block}",
+                    t.dims[0]
+                )));
             }
             let size = t
                 .n_elements()
                 .and_then(|n| (n / block as u64).checked_mul(block_bytes as u64))
                 .ok_or_else(|| err(format!("dims {:?} overflow", t.dims)))?;
             if !t.offset.is_multiple_of(alignment) {
-                return Err(err(format!("offset {} is not a multiple of the alignment {alignment}", t.offset)));
+                return Err(err(format!(
+                    "offset {} is not a multiple of the alignment {alignment}",
+                    t.offset
+                )));
             }
-            let end = self.data_offset.checked_add(t.offset).and_then(|o| o.checked_add(size));
+            let end = self
+                .data_offset
+                .checked_add(t.offset)
+                .and_then(|o| o.checked_add(size));
             if !matches!(end, Some(end) if end <= len) {
                 return Err(err(format!(
                     "{size} bytes at data offset {} run past the end of the {len}-byte file",
@@ -450,18 +484,24 @@ impl GgufFile {
 
     /// Read one tensor and dequantize it to f32, row-major with shape [`TensorInfo::shape`].
     pub fn tensor_f32(&self, info: &TensorInfo) -> Result<Vec<f32>, GgufError> {
-        let unsupported = |msg: String| GgufError::unsupported(&self.path, format!("tensor `{}`: {msg}", info.name));
+        let unsupported = |msg: String| {
+            GgufError::unsupported(&self.path, format!("tensor `{}`: {msg}", info.name))
+        };
         let (block, block_bytes, _) = layout(info.ggml_type)
             .ok_or_else(|| unsupported(format!("unknown ggml type {}", info.ggml_type)))?;
         let n = info
             .n_elements()
             .and_then(|n| usize::try_from(n).ok())
-            .ok_or_else(|| GgufError::format(&self.path, format!("tensor `{}` is too large", info.name)))?;
+            .ok_or_else(|| {
+                GgufError::format(&self.path, format!("tensor `{}` is too large", info.name))
+            })?;
         let mut bytes = vec![0u8; n / block * block_bytes];
         let mut f = File::open(&self.path).map_err(|e| GgufError::io(&self.path, e))?;
-        f.seek(SeekFrom::Start(self.data_offset + info.offset))
-            .and_then(|_| f.read_exact(&mut bytes))
-            .map_err(|e| GgufError::io(&self.path, e))?;
+        f.seek(SeekFrom::Start(
+            self.data_offset.saturating_add(info.offset),
+        ))
+        .and_then(|_| f.read_exact(&mut bytes))
+        .map_err(|e| GgufError::io(&self.path, e))?;
         dequantize(info.ggml_type, &bytes, n).map_err(unsupported)
     }
 
@@ -469,7 +509,13 @@ impl GgufFile {
         self.get(key)
             .map(|v| {
                 v.as_u64().ok_or_else(|| {
-                    GgufError::format(&self.path, format!("metadata `{key}` is {}, expected a non-negative integer", v.kind()))
+                    GgufError::format(
+                        &self.path,
+                        format!(
+                            "metadata `{key}` is {}, expected a non-negative integer",
+                            v.kind()
+                        ),
+                    )
                 })
             })
             .transpose()
@@ -479,7 +525,10 @@ impl GgufFile {
         self.get(key)
             .map(|v| {
                 v.as_f64().ok_or_else(|| {
-                    GgufError::format(&self.path, format!("metadata `{key}` is {}, expected a number", v.kind()))
+                    GgufError::format(
+                        &self.path,
+                        format!("metadata `{key}` is {}, expected a number", v.kind()),
+                    )
                 })
             })
             .transpose()
@@ -519,12 +568,15 @@ pub fn dequantize(ggml_type: u32, bytes: &[u8], n_elements: usize) -> Result<Vec
         14 => q6_k,
         _ => {
             return Err(format!(
-                "{name} is not implemented (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K are)"
+                "{name} is not implemented (F32, F16, BF16, Q4_0/1, Q5_0/1, Q8_0, Q4_K, Q5_K, Q6_K are)"
             ));
         }
     };
     let mut out = vec![0f32; n_elements];
-    for (b, o) in bytes.chunks_exact(block_bytes).zip(out.chunks_exact_mut(block)) {
+    for (b, o) in bytes
+        .chunks_exact(block_bytes)
+        .zip(out.chunks_exact_mut(block))
+    {
         decode(b, o);
     }
     Ok(out)
@@ -569,8 +621,8 @@ fn q4_1(b: &[u8], out: &mut [f32]) {
 
 /// The two 5-bit values of byte `j` of a Q5 block.
 fn q5_pair(qh: u32, q: u8, j: usize) -> (u32, u32) {
-    let lo = (q & 0xF) as u32 | ((qh >> j) & 1) << 4;
-    let hi = (q >> 4) as u32 | ((qh >> (j + 16)) & 1) << 4;
+    let lo = (q & 0xF) as u32 | (((qh >> j) & 1) << 4);
+    let hi = (q >> 4) as u32 | (((qh >> (j + 16)) & 1) << 4);
     (lo, hi)
 }
 
@@ -742,23 +794,36 @@ struct Hparams {
 impl Hparams {
     fn read(file: &GgufFile, arch: &str) -> Result<Self, GgufError> {
         let key = |k: &str| format!("{arch}.{k}");
-        let required = |k: &str| file.meta_u64(&key(k)).and_then(|v| file.require(&key(k), v));
+        let required = |k: &str| {
+            file.meta_u64(&key(k))
+                .and_then(|v| file.require(&key(k), v))
+        };
         let hidden = required("embedding_length")?;
         let heads = required("attention.head_count")?;
-        let kv_heads = file.meta_u64(&key("attention.head_count_kv"))?.unwrap_or(heads);
+        let kv_heads = file
+            .meta_u64(&key("attention.head_count_kv"))?
+            .unwrap_or(heads);
         if heads == 0 || kv_heads == 0 || !heads.is_multiple_of(kv_heads) {
             return Err(GgufError::format(
                 &file.path,
                 format!("{heads} attention heads do not group into {kv_heads} key/value heads"),
             ));
         }
-        let head_dim = file.meta_u64(&key("attention.key_length"))?.unwrap_or(hidden / heads);
-        let value_dim = file.meta_u64(&key("attention.value_length"))?.unwrap_or(head_dim);
-        let rope_dim = file.meta_u64(&key("rope.dimension_count"))?.unwrap_or(head_dim);
+        let head_dim = file
+            .meta_u64(&key("attention.key_length"))?
+            .unwrap_or(hidden / heads);
+        let value_dim = file
+            .meta_u64(&key("attention.value_length"))?
+            .unwrap_or(head_dim);
+        let rope_dim = file
+            .meta_u64(&key("rope.dimension_count"))?
+            .unwrap_or(head_dim);
         if value_dim != head_dim || rope_dim != head_dim || !head_dim.is_multiple_of(2) {
             return Err(GgufError::unsupported(
                 &file.path,
-                format!("head sizes key {head_dim}, value {value_dim}, rotary {rope_dim} (must be equal and even)"),
+                format!(
+                    "head sizes key {head_dim}, value {value_dim}, rotary {rope_dim} (need equal, even)"
+                ),
             ));
         }
         let eps_key = key("attention.layer_norm_rms_epsilon");
@@ -828,7 +893,12 @@ fn string_array<'a>(file: &'a GgufFile, key: &str) -> Result<Option<Vec<&'a str>
     let Some(value) = file.get(key) else {
         return Ok(None);
     };
-    let bad = || GgufError::format(&file.path, format!("metadata `{key}` is not an array of strings"));
+    let bad = || {
+        GgufError::format(
+            &file.path,
+            format!("metadata `{key}` is not an array of strings"),
+        )
+    };
     let items = value.as_array().ok_or_else(bad)?;
     items
         .iter()
@@ -843,7 +913,9 @@ impl<'a> Vocab<'a> {
         if model != "gpt2" {
             return Err(GgufError::unsupported(
                 &file.path,
-                format!("tokenizer `{model}`: only byte-level BPE (`gpt2`) converts to tokenizer.json"),
+                format!(
+                    "tokenizer `{model}`: only byte-level BPE (`gpt2`) converts to tokenizer.json"
+                ),
             ));
         }
         let tokens = string_array(file, "tokenizer.ggml.tokens")?;
@@ -855,7 +927,10 @@ impl<'a> Vocab<'a> {
                 .and_then(|a| a.iter().map(MetaValue::as_i64).collect::<Option<Vec<_>>>())
                 .filter(|t| t.len() == tokens.len())
                 .ok_or_else(|| {
-                    GgufError::format(&file.path, "`tokenizer.ggml.token_type` is not one integer per token")
+                    GgufError::format(
+                        &file.path,
+                        "`tokenizer.ggml.token_type` is not one integer per token",
+                    )
                 })?,
         };
         let id = |name: &str| -> Result<Option<usize>, GgufError> {
@@ -863,7 +938,10 @@ impl<'a> Vocab<'a> {
             match file.meta_u64(&key)? {
                 Some(id) if id >= tokens.len() as u64 => Err(GgufError::format(
                     &file.path,
-                    format!("metadata `{key}` = {id} is past the {} tokens", tokens.len()),
+                    format!(
+                        "metadata `{key}` = {id} is past the {} tokens",
+                        tokens.len()
+                    ),
                 )),
                 id => Ok(id.map(|i| i as usize)),
             }
@@ -893,7 +971,11 @@ impl<'a> Vocab<'a> {
             .zip(&self.types)
             .enumerate()
             .filter_map(|(id, (&token, &ty))| {
-                matches!(ty, TOKEN_CONTROL | TOKEN_USER_DEFINED).then_some((id, token, ty == TOKEN_CONTROL))
+                matches!(ty, TOKEN_CONTROL | TOKEN_USER_DEFINED).then_some((
+                    id,
+                    token,
+                    ty == TOKEN_CONTROL,
+                ))
             })
     }
 }
@@ -903,7 +985,8 @@ fn pre_tokenizer(pre: &str) -> Option<Value> {
     const LLAMA3: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
     const QWEN2: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
     let byte_level = |use_regex: bool| {
-        json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex})
+        json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true,
+               "use_regex": use_regex})
     };
     let split = |regex: &str| {
         json!({"type": "Sequence", "pretokenizers": [
@@ -928,10 +1011,13 @@ fn pre_tokenizer(pre: &str) -> Option<Value> {
 }
 
 /// `tokenizer.json` (HF `tokenizers` format) for a byte-level BPE vocabulary.
-fn tokenizer_json(file: &GgufFile, v: &Vocab) -> Result<Value, GgufError> {
+fn tokenizer_json(file: &GgufFile, v: &Vocab<'_>) -> Result<Value, GgufError> {
     let pre = file.meta_str("tokenizer.ggml.pre").unwrap_or("default");
     let pre_tokenizer = pre_tokenizer(pre).ok_or_else(|| {
-        GgufError::unsupported(&file.path, format!("pre-tokenizer `{pre}` (tokenizer.ggml.pre)"))
+        GgufError::unsupported(
+            &file.path,
+            format!("pre-tokenizer `{pre}` (tokenizer.ggml.pre)"),
+        )
     })?;
     let mut vocab = Map::new();
     for (id, &token) in v.tokens.iter().enumerate() {
@@ -948,7 +1034,9 @@ fn tokenizer_json(file: &GgufFile, v: &Vocab) -> Result<Value, GgufError> {
             .skip(1)
             .find(|&(_, c)| c == ' ')
             .map(|(i, _)| (&m[..i], &m[i + 1..]))
-            .ok_or_else(|| GgufError::format(&file.path, format!("merge `{m}` is not two tokens")))?;
+            .ok_or_else(|| {
+                GgufError::format(&file.path, format!("merge `{m}` is not two tokens"))
+            })?;
         // `tokenizers` refuses a merge whose parts or result are not in the vocabulary.
         let joined = format!("{a}{b}");
         for t in [a, b, joined.as_str()] {
@@ -969,13 +1057,23 @@ fn tokenizer_json(file: &GgufFile, v: &Vocab) -> Result<Value, GgufError> {
         })
         .collect();
     let flag = |key: &str| file.get(key).and_then(MetaValue::as_bool) == Some(true);
-    let prefix: Vec<usize> = v.bos.filter(|_| flag("tokenizer.ggml.add_bos_token")).into_iter().collect();
-    let suffix: Vec<usize> = v.eos.filter(|_| flag("tokenizer.ggml.add_eos_token")).into_iter().collect();
+    let prefix: Vec<usize> = v
+        .bos
+        .filter(|_| flag("tokenizer.ggml.add_bos_token"))
+        .into_iter()
+        .collect();
+    let suffix: Vec<usize> = v
+        .eos
+        .filter(|_| flag("tokenizer.ggml.add_eos_token"))
+        .into_iter()
+        .collect();
     let post_processor = if prefix.is_empty() && suffix.is_empty() {
-        json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true})
+        json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false,
+               "use_regex": true})
     } else {
         let part = |seq: &str, type_id: u32| -> Vec<Value> {
-            let special = |&id: &usize| json!({"SpecialToken": {"id": v.tokens[id], "type_id": type_id}});
+            let special =
+                |&id: &usize| json!({"SpecialToken": {"id": v.tokens[id], "type_id": type_id}});
             prefix
                 .iter()
                 .map(special)
@@ -990,7 +1088,10 @@ fn tokenizer_json(file: &GgufFile, v: &Vocab) -> Result<Value, GgufError> {
             .chain(&suffix)
             .map(|&id| {
                 let token = v.tokens[id];
-                (token.to_string(), json!({"id": token, "ids": [id], "tokens": [token]}))
+                (
+                    token.to_string(),
+                    json!({"id": token, "ids": [id], "tokens": [token]}),
+                )
             })
             .collect();
         json!({"type": "TemplateProcessing", "single": part("A", 0), "pair": pair,
@@ -1004,7 +1105,12 @@ fn tokenizer_json(file: &GgufFile, v: &Vocab) -> Result<Value, GgufError> {
         "normalizer": null,
         "pre_tokenizer": pre_tokenizer,
         "post_processor": post_processor,
-        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "decoder": {
+            "type": "ByteLevel",
+            "add_prefix_space": true,
+            "trim_offsets": true,
+            "use_regex": true
+        },
         "model": {
             "type": "BPE",
             "dropout": null,
@@ -1021,7 +1127,7 @@ fn tokenizer_json(file: &GgufFile, v: &Vocab) -> Result<Value, GgufError> {
 }
 
 /// `tokenizer_config.json`: special tokens by string, chat template, BOS/EOS flags.
-fn tokenizer_config(file: &GgufFile, v: &Vocab, context: u64) -> Value {
+fn tokenizer_config(file: &GgufFile, v: &Vocab<'_>, context: u64) -> Value {
     let decoder: Map<String, Value> = v
         .added()
         .map(|(id, token, special)| {
@@ -1038,12 +1144,20 @@ fn tokenizer_config(file: &GgufFile, v: &Vocab, context: u64) -> Value {
         "tokenizer_class": "PreTrainedTokenizerFast"
     });
     if let Value::Object(map) = &mut config {
-        for (key, id) in [("bos_token", v.bos), ("eos_token", v.eos), ("pad_token", v.pad), ("unk_token", v.unk)] {
+        for (key, id) in [
+            ("bos_token", v.bos),
+            ("eos_token", v.eos),
+            ("pad_token", v.pad),
+            ("unk_token", v.unk),
+        ] {
             if let Some(id) = id {
                 map.insert(key.into(), json!(v.tokens[id]));
             }
         }
-        for (key, flag) in [("add_bos_token", "tokenizer.ggml.add_bos_token"), ("add_eos_token", "tokenizer.ggml.add_eos_token")] {
+        for (key, flag) in [
+            ("add_bos_token", "tokenizer.ggml.add_bos_token"),
+            ("add_eos_token", "tokenizer.ggml.add_eos_token"),
+        ] {
             if let Some(b) = file.get(flag).and_then(MetaValue::as_bool) {
                 map.insert(key.into(), json!(b));
             }
@@ -1066,14 +1180,20 @@ fn ids_value(ids: &[usize]) -> Option<Value> {
 
 /// Write through a temporary file in the same directory, then rename, so that a crash never
 /// leaves a half-written file under the final name.
-fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<(), GgufError>) -> Result<(), GgufError> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+fn write_atomic(
+    path: &Path,
+    write: impl FnOnce(&Path) -> Result<(), GgufError>,
+) -> Result<(), GgufError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.partial"));
     if let Err(e) = write(&tmp) {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    std::fs::rename(&tmp, path).map_err(|e| GgufError::io(path, e))
+    std::fs::rename(tmp, path).map_err(|e| GgufError::io(path, e))
 }
 
 fn write_json(path: &Path, value: &Value, pretty: bool) -> Result<(), GgufError> {
@@ -1083,7 +1203,9 @@ fn write_json(path: &Path, value: &Value, pretty: bool) -> Result<(), GgufError>
         serde_json::to_string(value)
     }
     .map_err(|e| GgufError::format(path, e.to_string()))?;
-    write_atomic(path, |tmp| std::fs::write(tmp, text).map_err(|e| GgufError::io(tmp, e)))
+    write_atomic(path, |tmp| {
+        std::fs::write(tmp, text).map_err(|e| GgufError::io(tmp, e))
+    })
 }
 
 fn safetensors_error(path: &Path, e: SafeTensorError) -> GgufError {
@@ -1119,7 +1241,10 @@ fn write_weights(
             if shape[0] != rows {
                 return Err(GgufError::format(
                     &file.path,
-                    format!("tensor `{}` has {} rows; {heads} heads of {} need {rows}", info.name, shape[0], hp.head_dim),
+                    format!(
+                        "tensor `{}` has {} rows; {heads} heads of {} need {rows}",
+                        info.name, shape[0], hp.head_dim
+                    ),
                 ));
             }
             data = unpermute_rows(&data, heads as usize, data.len() / rows);
@@ -1130,7 +1255,9 @@ fn write_weights(
     }
     let views = tensors
         .iter()
-        .map(|(name, shape, bytes)| TensorView::new(Dtype::F32, shape.clone(), bytes).map(|t| (*name, t)))
+        .map(|(name, shape, bytes)| {
+            TensorView::new(Dtype::F32, shape.clone(), bytes).map(|t| (*name, t))
+        })
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| safetensors_error(path, e))?;
     let metadata = Some(HashMap::from([("format".to_string(), "pt".to_string())]));
@@ -1146,12 +1273,18 @@ fn write_weights(
 /// last, so a directory with a `config.json` is complete.
 pub fn import_gguf(gguf: &Path, out_dir: &Path) -> Result<ImportSummary, GgufError> {
     let file = GgufFile::open(gguf)?;
-    let arch = file.meta_str("general.architecture").unwrap_or("(none)").to_string();
+    let arch = file
+        .meta_str("general.architecture")
+        .unwrap_or("(none)")
+        .to_string();
     let (class, permuted) = match arch.as_str() {
         "llama" => ("LlamaForCausalLM", true),
         "qwen2" => ("Qwen2ForCausalLM", false),
         other => {
-            return Err(GgufError::unsupported(gguf, format!("architecture `{other}` (llama and qwen2 import)")));
+            return Err(GgufError::unsupported(
+                gguf,
+                format!("architecture `{other}` (llama and qwen2 import)"),
+            ));
         }
     };
     let hp = Hparams::read(&file, &arch)?;
@@ -1176,7 +1309,13 @@ pub fn import_gguf(gguf: &Path, out_dir: &Path) -> Result<ImportSummary, GgufErr
         .iter()
         .map(|t| {
             hf_tensor_name(&t.name).ok_or_else(|| {
-                GgufError::unsupported(gguf, format!("tensor `{}` has no Hugging Face {class} counterpart", t.name))
+                GgufError::unsupported(
+                    gguf,
+                    format!(
+                        "tensor `{}` has no Hugging Face {class} counterpart",
+                        t.name
+                    ),
+                )
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -1204,7 +1343,10 @@ pub fn import_gguf(gguf: &Path, out_dir: &Path) -> Result<ImportSummary, GgufErr
         config["rope_scaling"] = scaling;
     }
     if arch == "llama" {
-        let bias = file.tensors.iter().any(|t| t.name.ends_with(".attn_q.bias"));
+        let bias = file
+            .tensors
+            .iter()
+            .any(|t| t.name.ends_with(".attn_q.bias"));
         config["attention_bias"] = json!(bias);
     }
     for (key, value) in [
@@ -1229,7 +1371,13 @@ pub fn import_gguf(gguf: &Path, out_dir: &Path) -> Result<ImportSummary, GgufErr
     write_json(&out_dir.join("tokenizer.json"), &tokenizer, false)?;
     write_json(&out_dir.join("tokenizer_config.json"), &tokenizer_cfg, true)?;
     write_json(&out_dir.join("generation_config.json"), &generation, true)?;
-    let parameters = write_weights(&file, &names, &hp, permuted, &out_dir.join("model.safetensors"))?;
+    let parameters = write_weights(
+        &file,
+        &names,
+        &hp,
+        permuted,
+        &out_dir.join("model.safetensors"),
+    )?;
     write_json(&config_path, &config, true)?;
     Ok(ImportSummary {
         tensors: names.len(),
@@ -1258,7 +1406,10 @@ mod tests {
 
     #[test]
     fn scalar_types() {
-        let f32s: Vec<u8> = [1.5f32, -2.0].iter().flat_map(|x| x.to_le_bytes()).collect();
+        let f32s: Vec<u8> = [1.5f32, -2.0]
+            .iter()
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
         assert_eq!(dequantize(0, &f32s, 2).unwrap(), [1.5, -2.0]);
         let f16s = block(&[&f16_bytes(1.0), &f16_bytes(-2.5), &f16_bytes(65504.0)]);
         assert_eq!(dequantize(1, &f16s, 3).unwrap(), [1.0, -2.5, 65504.0]);
@@ -1270,21 +1421,40 @@ mod tests {
     fn q4_0_and_q4_1() {
         // Q4_0, d = 0.5: w = (q - 8)·d.
         let w = dequantize(2, &block(&[&f16_bytes(0.5), &nibbles()]), 32).unwrap();
-        assert_eq!([w[0], w[9], w[15], w[16], w[31]], [-4.0, 0.5, 3.5, 3.5, -4.0]);
+        assert_eq!(
+            [w[0], w[9], w[15], w[16], w[31]],
+            [-4.0, 0.5, 3.5, 3.5, -4.0]
+        );
         // Q4_1, d = 0.5, m = -1: w = q·d + m.
-        let w = dequantize(3, &block(&[&f16_bytes(0.5), &f16_bytes(-1.0), &nibbles()]), 32).unwrap();
-        assert_eq!([w[0], w[3], w[15], w[16], w[31]], [-1.0, 0.5, 6.5, 6.5, -1.0]);
+        let w = dequantize(
+            3,
+            &block(&[&f16_bytes(0.5), &f16_bytes(-1.0), &nibbles()]),
+            32,
+        )
+        .unwrap();
+        assert_eq!(
+            [w[0], w[3], w[15], w[16], w[31]],
+            [-1.0, 0.5, 6.5, 6.5, -1.0]
+        );
     }
 
     #[test]
     fn q5_0_and_q5_1() {
         // Q5_0, d = 1: fifth bits for weights 0 and 20; w = q - 16.
-        let qh = (1u32 | 1 << 20).to_le_bytes();
+        let qh = (1u32 | (1 << 20)).to_le_bytes();
         let w = dequantize(6, &block(&[&f16_bytes(1.0), &qh, &nibbles()]), 32).unwrap();
-        assert_eq!([w[0], w[1], w[15], w[16], w[20], w[31]], [0.0, -15.0, -1.0, -1.0, 11.0, -16.0]);
+        assert_eq!(
+            [w[0], w[1], w[15], w[16], w[20], w[31]],
+            [0.0, -15.0, -1.0, -1.0, 11.0, -16.0]
+        );
         // Q5_1, d = 2, m = 0.5: fifth bit for weight 31 only.
         let qh = (1u32 << 31).to_le_bytes();
-        let w = dequantize(7, &block(&[&f16_bytes(2.0), &f16_bytes(0.5), &qh, &nibbles()]), 32).unwrap();
+        let w = dequantize(
+            7,
+            &block(&[&f16_bytes(2.0), &f16_bytes(0.5), &qh, &nibbles()]),
+            32,
+        )
+        .unwrap();
         assert_eq!([w[0], w[5], w[16], w[31]], [0.5, 10.5, 30.5, 32.5]);
     }
 
@@ -1304,13 +1474,17 @@ mod tests {
     /// d = 1, dmin = 0.5; weight 64c + 32h + l belongs to sub-block 2c + h.
     fn k_expected(fifth_bits: bool) -> Vec<f32> {
         let mut out = Vec::new();
-        for sub in 0..8 {
+        for (sub, (&sc, &min)) in K_SC.iter().zip(&K_MIN).enumerate() {
             for l in 0..32 {
-                let mut q = if sub % 2 == 0 { l % 16 } else { 15 - l % 16 };
+                let mut q = if sub.is_multiple_of(2) {
+                    l % 16
+                } else {
+                    15 - l % 16
+                };
                 if fifth_bits && (sub == 0 || sub == 2) && l % 2 == 0 {
                     q += 16;
                 }
-                out.push(K_SC[sub] * q as f32 - 0.5 * K_MIN[sub]);
+                out.push(sc * q as f32 - 0.5 * min);
             }
         }
         out
@@ -1318,13 +1492,27 @@ mod tests {
 
     #[test]
     fn q4_k_and_q5_k() {
-        let qs: Vec<u8> = (0..4).flat_map(|_| (0..32u8).map(|l| (l % 16) | ((15 - l % 16) << 4))).collect();
-        let w = dequantize(12, &block(&[&f16_bytes(1.0), &f16_bytes(0.5), &K_SCALES, &qs]), 256).unwrap();
+        let qs: Vec<u8> = (0..4)
+            .flat_map(|_| (0..32u8).map(|l| (l % 16) | ((15 - l % 16) << 4)))
+            .collect();
+        let w = dequantize(
+            12,
+            &block(&[&f16_bytes(1.0), &f16_bytes(0.5), &K_SCALES, &qs]),
+            256,
+        )
+        .unwrap();
         assert_eq!(w, k_expected(false));
         assert_eq!([w[0], w[33], w[133], w[224]], [0.0, 27.5, 104.0, 120.0]);
         // Q5_K: fifth bits 0 and 2 set in even bytes, so sub-blocks 0 and 2 gain 16 at even l.
-        let qh: Vec<u8> = (0..32).map(|l| if l % 2 == 0 { 0b101 } else { 0 }).collect();
-        let w = dequantize(13, &block(&[&f16_bytes(1.0), &f16_bytes(0.5), &K_SCALES, &qh, &qs]), 256).unwrap();
+        let qh: Vec<u8> = (0..32)
+            .map(|l| if l % 2 == 0 { 0b101 } else { 0 })
+            .collect();
+        let w = dequantize(
+            13,
+            &block(&[&f16_bytes(1.0), &f16_bytes(0.5), &K_SCALES, &qh, &qs]),
+            256,
+        )
+        .unwrap();
         assert_eq!(w, k_expected(true));
         assert_eq!([w[0], w[1], w[66]], [16.0, 1.0, 54.0]);
     }
@@ -1334,13 +1522,16 @@ mod tests {
         let ql: Vec<u8> = (0..128).collect();
         // Every high-bit byte is 0b11_10_01_00: the 2-bit part of quarter k of each half is k.
         let qh = [0xE4u8; 64];
-        let sc: Vec<u8> = [1i8, -1, 2, -2, 3, -3, 4, -4, 5, -5, 6, -6, 7, -7, 8, -8].iter().map(|&s| s as u8).collect();
+        let sc: Vec<u8> = [1i8, -1, 2, -2, 3, -3, 4, -4, 5, -5, 6, -6, 7, -7, 8, -8]
+            .iter()
+            .map(|&s| s as u8)
+            .collect();
         let w = dequantize(14, &block(&[&ql, &qh, &sc, &f16_bytes(0.5)]), 256).unwrap();
         for (k, &got) in w.iter().enumerate() {
             let (half, quarter, l) = (k / 128, k % 128 / 32, k % 32);
             let byte = ql[64 * half + l + 32 * (quarter % 2)];
             let low = if quarter < 2 { byte & 0xF } else { byte >> 4 };
-            let q = (low | (quarter as u8) << 4) as f32 - 32.0;
+            let q = (low | ((quarter as u8) << 4)) as f32 - 32.0;
             let scale = (sc[8 * half + l / 16 + 2 * quarter] as i8) as f32;
             assert_eq!(got, 0.5 * scale * q, "weight {k}");
         }
@@ -1350,8 +1541,16 @@ mod tests {
     #[test]
     fn dequantize_rejects_bad_input() {
         assert!(dequantize(2, &[0; 17], 32).unwrap_err().contains("Q4_0"));
-        assert!(dequantize(10, &[0; 84], 256).unwrap_err().contains("Q2_K is not implemented"));
-        assert!(dequantize(99, &[], 0).unwrap_err().contains("unknown ggml type 99"));
+        assert!(
+            dequantize(10, &[0; 84], 256)
+                .unwrap_err()
+                .contains("Q2_K is not implemented")
+        );
+        assert!(
+            dequantize(99, &[], 0)
+                .unwrap_err()
+                .contains("unknown ggml type 99")
+        );
     }
 
     /// llama.cpp's `permute` (convert_hf_to_gguf.py): reshape(heads, 2, head_dim/2, cols), swap
@@ -1392,9 +1591,18 @@ mod tests {
 
     #[test]
     fn tensor_names() {
-        assert_eq!(hf_tensor_name("token_embd.weight").unwrap(), "model.embed_tokens.weight");
-        assert_eq!(hf_tensor_name("blk.12.attn_q.bias").unwrap(), "model.layers.12.self_attn.q_proj.bias");
-        assert_eq!(hf_tensor_name("blk.0.ffn_norm.weight").unwrap(), "model.layers.0.post_attention_layernorm.weight");
+        assert_eq!(
+            hf_tensor_name("token_embd.weight").unwrap(),
+            "model.embed_tokens.weight"
+        );
+        assert_eq!(
+            hf_tensor_name("blk.12.attn_q.bias").unwrap(),
+            "model.layers.12.self_attn.q_proj.bias"
+        );
+        assert_eq!(
+            hf_tensor_name("blk.0.ffn_norm.weight").unwrap(),
+            "model.layers.0.post_attention_layernorm.weight"
+        );
         assert_eq!(hf_tensor_name("output.weight").unwrap(), "lm_head.weight");
         assert!(hf_tensor_name("rope_freqs.weight").is_none());
         assert!(hf_tensor_name("blk.x.attn_q.weight").is_none());
@@ -1520,15 +1728,33 @@ mod tests {
         let path = write_temp("small.gguf", &small_file());
         let f = GgufFile::open(&path).unwrap();
         assert_eq!(f.version, 3);
-        assert_eq!(f.get("general.architecture").and_then(MetaValue::as_str), Some("llama"));
-        assert_eq!(f.get("llama.block_count").and_then(MetaValue::as_u64), Some(1));
-        assert_eq!(f.get("llama.attention.layer_norm_rms_epsilon").and_then(MetaValue::as_f64), Some(1e-5));
-        let tokens = f.get("tokenizer.ggml.tokens").and_then(MetaValue::as_array).unwrap();
+        assert_eq!(
+            f.get("general.architecture").and_then(MetaValue::as_str),
+            Some("llama")
+        );
+        assert_eq!(
+            f.get("llama.block_count").and_then(MetaValue::as_u64),
+            Some(1)
+        );
+        assert_eq!(
+            f.get("llama.attention.layer_norm_rms_epsilon")
+                .and_then(MetaValue::as_f64),
+            Some(1e-5)
+        );
+        let tokens = f
+            .get("tokenizer.ggml.tokens")
+            .and_then(MetaValue::as_array)
+            .unwrap();
         assert_eq!(tokens.len(), 4);
         assert_eq!(tokens[3], MetaValue::Str("ab".into()));
         let t = f.tensor("w").unwrap();
-        assert_eq!((t.dims.as_slice(), t.shape(), t.ggml_type), (&[4u64, 2][..], vec![2, 4], 0));
-        assert_eq!(f.tensor_f32(t).unwrap(), [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]);
+        assert_eq!(t.dims, [4, 2]);
+        assert_eq!(t.shape(), [2, 4]);
+        assert_eq!(t.ggml_type, 0);
+        assert_eq!(
+            f.tensor_f32(t).unwrap(),
+            [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
+        );
         std::fs::remove_file(path).unwrap();
     }
 
@@ -1538,7 +1764,9 @@ mod tests {
         let path = temp_path("truncated.gguf");
         for cut in 0..bytes.len() {
             std::fs::write(&path, &bytes[..cut]).unwrap();
-            let err = GgufFile::open(&path).expect_err(&format!("cut at {cut}"));
+            let Err(err) = GgufFile::open(&path) else {
+                panic!("a file cut at {cut} of {} bytes parsed", bytes.len());
+            };
             assert_one_line_naming(&err, &path);
         }
         std::fs::remove_file(path).unwrap();
@@ -1552,24 +1780,37 @@ mod tests {
         let err = GgufFile::open(&path).unwrap_err();
         assert!(err.to_string().contains("not a GGUF file"), "{err}");
         assert_one_line_naming(&err, &path);
-        for (version, expect) in [(1u32, "version 1"), (7, "version 7"), (3 << 24, "big-endian")] {
+        for (version, expect) in [
+            (1u32, "version 1"),
+            (7, "version 7"),
+            (3 << 24, "big-endian"),
+        ] {
             let mut bytes = small_file();
             bytes[4..8].copy_from_slice(&version.to_le_bytes());
-            std::fs::write(&path, &bytes).unwrap();
+            std::fs::write(&path, bytes).unwrap();
             let err = GgufFile::open(&path).unwrap_err();
-            assert!(matches!(err, GgufError::Unsupported { .. }) && err.to_string().contains(expect), "{err}");
+            assert!(
+                matches!(err, GgufError::Unsupported { .. }) && err.to_string().contains(expect),
+                "{err}"
+            );
         }
         std::fs::remove_file(path).unwrap();
     }
 
     #[test]
     fn unsupported_tensor_type_names_tensor_and_type() {
-        let bytes = Builder::default().raw_tensor("blk.0.attn_q.weight", &[256], 10, &[0; 84]).bytes();
+        let bytes = Builder::default()
+            .raw_tensor("blk.0.attn_q.weight", &[256], 10, &[0; 84])
+            .bytes();
         let path = write_temp("q2k.gguf", &bytes);
         let f = GgufFile::open(&path).unwrap();
         let err = f.tensor_f32(&f.tensors[0]).unwrap_err();
         assert!(matches!(err, GgufError::Unsupported { .. }), "{err}");
-        assert!(err.to_string().contains("`blk.0.attn_q.weight`: Q2_K is not implemented"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("`blk.0.attn_q.weight`: Q2_K is not implemented"),
+            "{err}"
+        );
         std::fs::remove_file(path).unwrap();
     }
 
@@ -1588,7 +1829,10 @@ mod tests {
             .f32("llama.attention.layer_norm_rms_epsilon", 1e-5)
             .str("tokenizer.ggml.model", tokenizer_model)
             .str("tokenizer.ggml.pre", "smollm")
-            .strs("tokenizer.ggml.tokens", &["<|end|>", "a", "b", "ab", "Ġ", "Ġa"])
+            .strs(
+                "tokenizer.ggml.tokens",
+                &["<|end|>", "a", "b", "ab", "Ġ", "Ġa"],
+            )
             .i32s("tokenizer.ggml.token_type", &[3, 1, 1, 1, 1, 1])
             .strs("tokenizer.ggml.merges", &["a b", "Ġ a"])
             .u32("tokenizer.ggml.eos_token_id", 0)
@@ -1617,14 +1861,26 @@ mod tests {
         let out = temp_path("tiny-model");
         let summary = import_gguf(&gguf, &out).unwrap();
         assert_eq!(summary.tensors, 11);
-        assert_eq!(summary.parameters, 48 + 8 + 8 + 64 + 32 + 32 + 64 + 8 + 3 * 128);
-        assert_eq!((summary.vocab_size, summary.architecture.as_str()), (6, "llama"));
+        assert_eq!(
+            summary.parameters,
+            48 + 8 + 8 + 64 + 32 + 32 + 64 + 8 + 3 * 128
+        );
+        assert_eq!(
+            (summary.vocab_size, summary.architecture.as_str()),
+            (6, "llama")
+        );
         let mut files: Vec<String> = std::fs::read_dir(&out)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         files.sort();
-        let expected = ["config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"];
+        let expected = [
+            "config.json",
+            "generation_config.json",
+            "model.safetensors",
+            "tokenizer.json",
+            "tokenizer_config.json",
+        ];
         assert_eq!(files, expected);
 
         let config = read_json(&out.join("config.json"));
@@ -1634,22 +1890,41 @@ mod tests {
         assert_eq!(config["rms_norm_eps"], 1e-5);
         assert_eq!(config["tie_word_embeddings"], true);
         assert_eq!(config["eos_token_id"], 0);
-        assert_eq!(read_json(&out.join("generation_config.json")), json!({"eos_token_id": 0}));
+        assert_eq!(
+            read_json(&out.join("generation_config.json")),
+            json!({"eos_token_id": 0})
+        );
 
         let bytes = std::fs::read(out.join("model.safetensors")).unwrap();
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
         let rows = |name: &str| -> Vec<Vec<f32>> {
             let t = st.tensor(name).unwrap();
             let cols = t.shape()[1];
-            let v: Vec<f32> = t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+            let v: Vec<f32> = t
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
             v.chunks(cols).map(<[f32]>::to_vec).collect()
         };
         let row = |r: usize| (0..8).map(|c| (8 * r + c) as f32).collect::<Vec<f32>>();
         // One KV head of 4: GGUF rows 0, 1, 2, 3 hold HF rows 0, 2, 1, 3.
-        assert_eq!(rows("model.layers.0.self_attn.k_proj.weight"), [row(0), row(2), row(1), row(3)]);
-        assert_eq!(rows("model.layers.0.self_attn.v_proj.weight"), [row(0), row(1), row(2), row(3)]);
-        assert_eq!(rows("model.layers.0.self_attn.q_proj.weight")[4..], [row(4), row(6), row(5), row(7)]);
-        assert_eq!(st.tensor("model.embed_tokens.weight").unwrap().shape(), [6, 8]);
+        assert_eq!(
+            rows("model.layers.0.self_attn.k_proj.weight"),
+            [row(0), row(2), row(1), row(3)]
+        );
+        assert_eq!(
+            rows("model.layers.0.self_attn.v_proj.weight"),
+            [row(0), row(1), row(2), row(3)]
+        );
+        assert_eq!(
+            rows("model.layers.0.self_attn.q_proj.weight")[4..],
+            [row(4), row(6), row(5), row(7)]
+        );
+        assert_eq!(
+            st.tensor("model.embed_tokens.weight").unwrap().shape(),
+            [6, 8]
+        );
         assert!(st.tensor("lm_head.weight").is_err());
 
         let tok = read_json(&out.join("tokenizer.json"));
@@ -1659,10 +1934,13 @@ mod tests {
         assert_eq!(tok["added_tokens"][0]["special"], true);
         assert_eq!(tok["pre_tokenizer"]["pretokenizers"][0]["type"], "Digits");
         let tc = read_json(&out.join("tokenizer_config.json"));
-        assert_eq!((tc["eos_token"].as_str(), tc["chat_template"].as_str()), (Some("<|end|>"), Some("{{ messages }}")));
+        assert_eq!(
+            (tc["eos_token"].as_str(), tc["chat_template"].as_str()),
+            (Some("<|end|>"), Some("{{ messages }}"))
+        );
         assert_eq!(tc["added_tokens_decoder"]["0"]["special"], true);
 
-        std::fs::remove_dir_all(&out).unwrap();
+        std::fs::remove_dir_all(out).unwrap();
         std::fs::remove_file(gguf).unwrap();
     }
 
@@ -1671,7 +1949,11 @@ mod tests {
         let gguf = write_temp("spm.gguf", &tiny_llama("llama"));
         let out = temp_path("spm-model");
         let err = import_gguf(&gguf, &out).unwrap_err();
-        assert!(matches!(err, GgufError::Unsupported { .. }) && err.to_string().contains("tokenizer `llama`"), "{err}");
+        assert!(
+            matches!(err, GgufError::Unsupported { .. })
+                && err.to_string().contains("tokenizer `llama`"),
+            "{err}"
+        );
         assert!(!out.exists());
         std::fs::remove_file(gguf).unwrap();
     }

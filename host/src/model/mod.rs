@@ -4,7 +4,7 @@
 
 pub mod config;
 pub mod generate;
-// TEMP pub mod gguf;
+pub mod gguf;
 pub mod llama;
 pub mod tiny;
 pub mod tokenizer;
@@ -30,8 +30,8 @@ pub enum ModelError {
     Unsupported { path: String, message: String },
     #[error("{0}")]
     Input(String),
-    // TEMP #[error(transparent)]
-    // TEMP Gguf(#[from] gguf::GgufError),
+    #[error(transparent)]
+    Gguf(#[from] gguf::GgufError),
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
 }

@@ -1,5 +1,6 @@
 //! Training: the objectives (SFT, DPO with an SFT term) and the optimizer and schedule they
 //! share. A tool the pipeline uses; it knows nothing of plugins.
 
+pub mod data;
 pub mod loss;
 pub mod optim;
