@@ -7,13 +7,21 @@ Usage: python scripts/bench_generate_hf.py --model DIR --prompts FILE.json --new
 import argparse
 import json
 import os
-import resource
 import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+
+
+def peak_rss_mb():
+    # VmHWM, not getrusage: ru_maxrss survives execve and would report the parent's peak.
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def main():
@@ -47,7 +55,7 @@ def main():
         new = (out.shape[1] - width) * len(batch)
         print(json.dumps({"impl": "transformers", "batch": bs, "tokens": new, "seconds": secs,
                           "tokens_per_s": new / secs,
-                          "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}),
+                          "peak_rss_mb": peak_rss_mb()}),
               flush=True)
 
 

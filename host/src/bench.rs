@@ -257,7 +257,7 @@ pub fn generate(
         kind
     );
     s.push_str(&format!(
-        "{:>6}{:>16}{:>18}{:>10}\n",
+        "{:>6}{:>14}{:>22}{:>10}\n",
         "batch", "spar tok/s", "transformers tok/s", "ratio"
     ));
     for (bs, tps) in &spar {
@@ -266,7 +266,7 @@ pub fn generate(
             .find(|v| v["batch"].as_u64() == Some(*bs as u64))
             .and_then(|v| v["tokens_per_s"].as_f64())
             .unwrap_or(f64::NAN);
-        s.push_str(&format!("{bs:>6}{tps:>16.1}{h:>18.1}{:>9.2}×\n", tps / h));
+        s.push_str(&format!("{bs:>6}{tps:>14.1}{h:>22.1}{:>9.2}×\n", tps / h));
     }
     let hf_rss = hf
         .iter()

@@ -30,9 +30,13 @@ impl Linear {
     }
 }
 
-/// RMSNorm as HF computes it: in f32, then back to the input dtype before the weight.
+/// RMSNorm. In f32 libtorch's fused kernel computes exactly HF's formula; other dtypes go
+/// through f32 first, as HF does, before the weight.
 fn rms_norm(xs: &Tensor, w: &Tensor, eps: f64) -> Tensor {
     let kind = xs.kind();
+    if kind == Kind::Float {
+        return xs.rms_norm([xs.size()[xs.dim() - 1]], Some(w), eps);
+    }
     let x = xs.to_kind(Kind::Float);
     let var = x.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float);
     let x = x * (var + eps).rsqrt();
@@ -60,6 +64,13 @@ pub struct KvCache {
     pub capacity: i64,
 }
 
+/// Concatenated projections for inference: one matmul for q/k/v and one for gate/up.
+struct Fused {
+    qkv_w: Tensor,
+    qkv_b: Option<Tensor>,
+    gate_up_w: Tensor,
+}
+
 /// A decoder-only language model.
 pub struct Llama {
     pub cfg: ModelConfig,
@@ -70,6 +81,7 @@ pub struct Llama {
     lm_head: Option<Tensor>,
     cos: Tensor,
     sin: Tensor,
+    fused: Option<Vec<Fused>>,
 }
 
 /// `inv_freq` of RoPE, with llama3's frequency-dependent scaling when configured.
@@ -162,7 +174,48 @@ impl Llama {
             layers,
             norm,
             lm_head,
+            fused: None,
         }
+    }
+
+    /// Store q/k/v and gate/up weights each in one matrix, so generation runs one matmul for
+    /// q/k/v and one for gate/up per layer. The separate weights become views into the fused
+    /// storage: no extra memory, and training updates reach both.
+    pub fn fuse_for_inference(&mut self) {
+        if self.fused.is_some() {
+            return;
+        }
+        let fused = tch::no_grad(|| {
+            self.layers
+                .iter_mut()
+                .map(|l| {
+                    let qkv_w = Tensor::cat(&[&l.q.w, &l.k.w, &l.v.w], 0);
+                    let qkv_b = match (&l.q.b, &l.k.b, &l.v.b) {
+                        (Some(q), Some(k), Some(v)) => Some(Tensor::cat(&[q, k, v], 0)),
+                        _ => None,
+                    };
+                    let gate_up_w = Tensor::cat(&[&l.gate.w, &l.up.w], 0);
+                    let mut at = 0;
+                    for lin in [&mut l.q, &mut l.k, &mut l.v] {
+                        let n = lin.w.size()[0];
+                        lin.w.set_data(&qkv_w.narrow(0, at, n));
+                        if let (Some(b), Some(fb)) = (lin.b.as_mut(), qkv_b.as_ref()) {
+                            b.set_data(&fb.narrow(0, at, n));
+                        }
+                        at += n;
+                    }
+                    let n = l.gate.w.size()[0];
+                    l.gate.w.set_data(&gate_up_w.narrow(0, 0, n));
+                    l.up.w.set_data(&gate_up_w.narrow(0, n, n));
+                    Fused {
+                        qkv_w,
+                        qkv_b,
+                        gate_up_w,
+                    }
+                })
+                .collect()
+        });
+        self.fused = Some(fused);
     }
 
     /// Load an HF model directory's weights (`model.safetensors` or a sharded index).
@@ -246,9 +299,27 @@ impl Llama {
         let past = cache.as_ref().map_or(0, |c| c.len);
         for (l, layer) in self.layers.iter().enumerate() {
             let h = rms_norm(&xs, &layer.ln1, self.cfg.rms_norm_eps);
-            let q = rope(&layer.q.forward(&h).view([b, t, nh, d]).transpose(1, 2));
-            let k = rope(&layer.k.forward(&h).view([b, t, nkv, d]).transpose(1, 2));
-            let v = layer.v.forward(&h).view([b, t, nkv, d]).transpose(1, 2);
+            let fused = self.fused.as_ref().map(|f| &f[l]);
+            let (q, k, v) = match fused {
+                Some(f) => {
+                    // One matmul, and RoPE on the q and k heads together.
+                    let qkv = h
+                        .linear(&f.qkv_w, f.qkv_b.as_ref())
+                        .view([b, t, nh + 2 * nkv, d])
+                        .transpose(1, 2);
+                    let qk = rope(&qkv.narrow(1, 0, nh + nkv));
+                    (
+                        qk.narrow(1, 0, nh),
+                        qk.narrow(1, nh, nkv),
+                        qkv.narrow(1, nh + nkv, nkv),
+                    )
+                }
+                None => (
+                    rope(&layer.q.forward(&h).view([b, t, nh, d]).transpose(1, 2)),
+                    rope(&layer.k.forward(&h).view([b, t, nkv, d]).transpose(1, 2)),
+                    layer.v.forward(&h).view([b, t, nkv, d]).transpose(1, 2),
+                ),
+            };
             let (k, v) = match cache.as_deref_mut() {
                 Some(c) => {
                     c.k[l].narrow(2, past, t).copy_(&k);
@@ -257,15 +328,7 @@ impl Llama {
                 }
                 None => (k, v),
             };
-            let rep = nh / nkv;
-            let (k, v) = if rep > 1 {
-                (
-                    k.repeat_interleave_self_int(rep, 1, None),
-                    v.repeat_interleave_self_int(rep, 1, None),
-                )
-            } else {
-                (k, v)
-            };
+            // GQA inside SDPA: no copies of the cache per query-head group.
             let att = Tensor::scaled_dot_product_attention(
                 &q,
                 &k,
@@ -274,14 +337,19 @@ impl Llama {
                 0.0,
                 false,
                 None,
-                false,
+                nh != nkv,
             );
             let att = att.transpose(1, 2).reshape([b, t, nh * d]);
             xs = xs + layer.o.forward(&att);
             let h = rms_norm(&xs, &layer.ln2, self.cfg.rms_norm_eps);
-            let mlp = layer
-                .down
-                .forward(&(layer.gate.forward(&h).silu() * layer.up.forward(&h)));
+            let act = match fused {
+                Some(f) => {
+                    let gu = h.linear::<Tensor>(&f.gate_up_w, None).chunk(2, -1);
+                    gu[0].silu() * &gu[1]
+                }
+                None => layer.gate.forward(&h).silu() * layer.up.forward(&h),
+            };
+            let mlp = layer.down.forward(&act);
             xs = xs + mlp;
         }
         if let Some(c) = cache {
@@ -376,6 +444,21 @@ pub(crate) mod tests {
         let cached = Tensor::cat(&outs, 1);
         let diff = (full - cached).abs().max().double_value(&[]);
         assert!(diff < 1e-5, "cached and uncached logits differ by {diff}");
+    }
+
+    #[test]
+    fn fused_projections_compute_the_same() {
+        let mut m = tiny(4);
+        let ids = Tensor::from_slice(&[3i64, 9, 27, 5]).view([1, 4]);
+        let attn = Tensor::ones([1, 4], (Kind::Int64, Device::Cpu));
+        let pos = Tensor::arange(4, (Kind::Int64, Device::Cpu)).view([1, 4]);
+        let run = |m: &Llama| {
+            tch::no_grad(|| m.logits(&m.forward(&ids, &pos, &full_mask(&attn, 4), None)))
+        };
+        let plain = run(&m);
+        m.fuse_for_inference();
+        let diff = (plain - run(&m)).abs().max().double_value(&[]);
+        assert!(diff < 1e-5, "{diff}");
     }
 
     #[test]

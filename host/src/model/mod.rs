@@ -101,7 +101,8 @@ impl LoadedModel {
                 ),
             });
         }
-        let model = Llama::load(dir, cfg, device, kind)?;
+        let mut model = Llama::load(dir, cfg, device, kind)?;
+        model.fuse_for_inference();
         Ok(Self {
             dir: dir.to_path_buf(),
             model,

@@ -42,32 +42,111 @@ fn shards(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
     Ok(files)
 }
 
-/// Fill every variable of `vs` from the directory's safetensors, by name; a missing or
-/// misshapen tensor is an error naming it.
+/// One tensor's place in a safetensors file.
+struct Entry {
+    dtype: String,
+    shape: Vec<i64>,
+    start: u64,
+    end: u64,
+}
+
+/// The header of a safetensors file: tensor name → dtype, shape and byte range.
+fn read_header(file: &Path) -> Result<(std::fs::File, u64, HashMap<String, Entry>), ModelError> {
+    use std::io::Read;
+    let bad = |m: String| ModelError::Format {
+        path: file.display().to_string(),
+        message: m,
+    };
+    let mut f = std::fs::File::open(file).map_err(|e| ModelError::io(file, e))?;
+    let size = f.metadata().map_err(|e| ModelError::io(file, e))?.len();
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len)
+        .map_err(|_| bad("not a safetensors file (too short)".into()))?;
+    let n = u64::from_le_bytes(len);
+    if n > size.saturating_sub(8) || n > 100 << 20 {
+        return Err(bad("not a safetensors file (bad header length)".into()));
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header)
+        .map_err(|e| ModelError::io(file, e))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&header).map_err(|e| bad(format!("bad safetensors header: {e}")))?;
+    let mut out = HashMap::new();
+    for (name, t) in v.as_object().into_iter().flatten() {
+        if name == "__metadata__" {
+            continue;
+        }
+        let off = t["data_offsets"].as_array().filter(|a| a.len() == 2);
+        let (Some(dtype), Some(shape), Some(off)) =
+            (t["dtype"].as_str(), t["shape"].as_array(), off)
+        else {
+            return Err(bad(format!("bad header entry for `{name}`")));
+        };
+        let (start, end) = (
+            off[0].as_u64().unwrap_or(u64::MAX),
+            off[1].as_u64().unwrap_or(0),
+        );
+        if start > end || 8 + n + end > size {
+            return Err(bad(format!("tensor `{name}` lies outside the file")));
+        }
+        out.insert(
+            name.clone(),
+            Entry {
+                dtype: dtype.to_string(),
+                shape: shape.iter().filter_map(|d| d.as_i64()).collect(),
+                start,
+                end,
+            },
+        );
+    }
+    Ok((f, 8 + n, out))
+}
+
+/// Fill every variable of `vs` from the directory's safetensors, by name, reading one tensor
+/// at a time (peak memory: the model plus its largest tensor). A missing or misshapen tensor
+/// is an error naming it.
 pub fn load_into(vs: &mut nn::VarStore, dir: &Path) -> Result<(), ModelError> {
+    use std::os::unix::fs::FileExt;
     let mut vars: HashMap<String, Tensor> = vs.variables();
-    let mut found = 0usize;
+    let total = vars.len();
     for file in shards(dir)? {
-        let tensors = Tensor::read_safetensors(&file).map_err(|e| ModelError::Format {
+        let (f, base, entries) = read_header(&file)?;
+        let bad = |m: String| ModelError::Format {
             path: file.display().to_string(),
-            message: e.to_string(),
-        })?;
-        for (name, t) in tensors {
+            message: m,
+        };
+        for (name, e) in entries {
             let Some(var) = vars.get_mut(&name) else {
                 continue;
             };
-            if var.size() != t.size() {
-                return Err(ModelError::Format {
-                    path: file.display().to_string(),
-                    message: format!(
-                        "tensor `{name}` has shape {:?}, the config implies {:?}",
-                        t.size(),
-                        var.size()
-                    ),
-                });
+            if var.size() != e.shape {
+                return Err(bad(format!(
+                    "tensor `{name}` has shape {:?}, the config implies {:?}",
+                    e.shape,
+                    var.size()
+                )));
             }
+            let kind = match e.dtype.as_str() {
+                "F32" => tch::Kind::Float,
+                "F16" => tch::Kind::Half,
+                "BF16" => tch::Kind::BFloat16,
+                other => {
+                    return Err(bad(format!(
+                        "tensor `{name}` has unsupported dtype {other}"
+                    )));
+                }
+            };
+            let mut bytes = vec![0u8; (e.end - e.start) as usize];
+            if bytes.len() != var.numel() * kind.elt_size_in_bytes() {
+                return Err(bad(format!(
+                    "tensor `{name}` has {} bytes for its shape",
+                    bytes.len()
+                )));
+            }
+            f.read_exact_at(&mut bytes, base + e.start)
+                .map_err(|err| ModelError::io(&file, err))?;
+            let t = Tensor::from_data_size(&bytes, &e.shape, kind);
             tch::no_grad(|| var.copy_(&t.to_kind(var.kind()).to_device(var.device())));
-            found += 1;
             vars.remove(&name);
         }
     }
@@ -75,9 +154,8 @@ pub fn load_into(vs: &mut nn::VarStore, dir: &Path) -> Result<(), ModelError> {
         return Err(ModelError::Format {
             path: dir.display().to_string(),
             message: format!(
-                "weight `{missing}` is missing ({} of {} found)",
-                found,
-                found + vars.len()
+                "weight `{missing}` is missing ({} of {total} found)",
+                total - vars.len()
             ),
         });
     }
