@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod model;
+pub mod plot;
 pub mod plugin;
 pub mod score;
 pub mod selfplay;

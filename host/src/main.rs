@@ -113,6 +113,16 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Train a model: `sft` (also RFT) or `dpo` (with the SFT term), from a TOML config.
+    Train {
+        /// sft or dpo (overrides `objective` in the config).
+        objective: String,
+        #[arg(long)]
+        config: PathBuf,
+        /// Overrides, `key=value` in TOML syntax (e.g. `--set lr=1e-6 --set epochs=2`).
+        #[arg(long = "set")]
+        overrides: Vec<String>,
+    },
     /// Tree-search strategies.
     #[command(subcommand)]
     Search(SearchCmd),
@@ -313,6 +323,40 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             plugins,
             out,
         } => score_cmd(&cli.sandbox, &input, &plugins, out.as_deref()).await,
+        Command::Train {
+            objective,
+            config,
+            mut overrides,
+        } => {
+            overrides.push(format!("objective={objective:?}"));
+            let cfg = spar_host::train::trainer::TrainConfig::load(&config, &overrides)?;
+            let s = spar_host::train::trainer::train(&cfg, None)?;
+            let d = &s.data;
+            println!(
+                "data: {} records, {} used, {} truncated, {} without a response, {} empty after truncation, {} template mismatches",
+                d.records,
+                d.used,
+                d.truncated,
+                d.missing_response,
+                d.empty_after_truncation,
+                d.template_mismatch
+            );
+            match s.resumed_from {
+                Some(step) => println!("resumed from step {step}"),
+                None => {}
+            }
+            println!(
+                "{} steps, final loss {:.4}; model: {}; metrics: {}",
+                s.steps,
+                s.final_loss,
+                s.final_dir.display(),
+                cfg.output_dir.join("metrics.jsonl").display()
+            );
+            if let Some(p) = s.plot {
+                println!("plot: {}", p.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Search(SearchCmd::Replay {
             vectors,
             plugin,
