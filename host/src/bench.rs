@@ -278,3 +278,117 @@ pub fn generate(
     ));
     Ok(s)
 }
+
+/// One DPO epoch of spar and of TRL's DPOTrainer on CPU: same model, data, batch size,
+/// sequence length and precision (f32); tokens/s over the whole run (loading included) and
+/// peak RSS, side by side.
+pub fn train(
+    model_dir: &Path,
+    pairs: usize,
+    batch_size: usize,
+    micro: usize,
+    max_length: usize,
+) -> anyhow::Result<String> {
+    use crate::train::trainer::{Objective, TrainConfig, train};
+    let dir = tempdir("spar-bench-train")?;
+    let data = dir.join("pairs.jsonl");
+    let lines: Vec<String> = (0..pairs)
+        .map(|i| {
+            let q = BENCH_QUESTIONS[i % BENCH_QUESTIONS.len()];
+            serde_json::json!({
+                "prompt": [{"role": "user", "content": format!("{q} (variant {i})")}],
+                "chosen": [{"role": "assistant", "content": format!("Here is a careful answer to \"{q}\", in three short sentences that stay on topic and end politely. Thank you for asking.")}],
+                "rejected": [{"role": "assistant", "content": format!("I do not know much about that, but here are some loosely related words instead: river, mountain, {i}, sky, lamp.")}],
+            })
+            .to_string()
+        })
+        .collect();
+    std::fs::write(&data, lines.join("\n"))?;
+    let cfg = TrainConfig::load(
+        &crate::plugin::repo_root().join("configs/dpo.toml"),
+        &[
+            format!("model={:?}", model_dir.display().to_string()),
+            format!("data={:?}", data.display().to_string()),
+            format!("output_dir={:?}", dir.join("spar").display().to_string()),
+            format!("batch_size={batch_size}"),
+            format!("micro_batch_size={micro}"),
+            format!("max_length={max_length}"),
+            "lr=1e-6".into(),
+            "save_steps=0".into(),
+            "device=\"cpu\"".into(),
+        ],
+    )?;
+    debug_assert_eq!(cfg.objective, Objective::Dpo);
+    let tok_cfg = crate::model::ModelConfig::from_file(&model_dir.join("config.json"))?;
+    let tok = crate::model::Tokenizer::load(model_dir, &tok_cfg)?;
+    let (tokenized, _) = crate::train::data::load_pairs(&data, &tok, max_length)?;
+    let tokens: usize = tokenized
+        .iter()
+        .map(|p| p.chosen.ids.len() + p.rejected.ids.len())
+        .sum();
+    let t = Instant::now();
+    let summary = train(&cfg, None)?;
+    let spar_secs = t.elapsed().as_secs_f64();
+    let spar_rss = peak_rss_mb();
+
+    let python = crate::plugin::repo_root().join(".venv/bin/python");
+    let out = std::process::Command::new(&python)
+        .arg(crate::plugin::repo_root().join("scripts/bench_train_trl.py"))
+        .args([
+            "--model",
+            &model_dir.display().to_string(),
+            "--data",
+            &data.display().to_string(),
+        ])
+        .args(["--out", &dir.join("trl").display().to_string()])
+        .args([
+            "--batch-size",
+            &batch_size.to_string(),
+            "--micro-batch-size",
+            &micro.to_string(),
+        ])
+        .args(["--max-length", &max_length.to_string()])
+        .output()
+        .map_err(|e| anyhow::anyhow!("cannot run {}: {e}", python.display()))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    if !out.status.success() {
+        anyhow::bail!(
+            "the TRL side failed (is `trl` installed in .venv? `bash scripts/setup.sh` installs it): {}",
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        );
+    }
+    let trl: serde_json::Value = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .last()
+        .ok_or_else(|| anyhow::anyhow!("no result line from the TRL side"))?;
+    let trl_secs = trl["seconds"].as_f64().unwrap_or(f64::NAN);
+    let trl_rss = trl["peak_rss_mb"].as_f64().unwrap_or(f64::NAN);
+    let (spar_tps, trl_tps) = (tokens as f64 / spar_secs, tokens as f64 / trl_secs);
+    Ok(format!(
+        "train: DPO, 1 epoch, {pairs} pairs ({tokens} tokens), batch {batch_size} (micro {micro}), max length {max_length}, f32, CPU\n\
+         {:<14}{:>12}{:>12}{:>10}\n\
+         {:<14}{:>12.1}{:>12.1}{:>9.2}×\n\
+         {:<14}{:>12.0}{:>12.0}{:>9.2}×\n\
+         spar: {} steps, final loss {:.4}; TRL: {} steps, first loss {}\n",
+        "",
+        "spar",
+        "TRL",
+        "ratio",
+        "tokens/s",
+        spar_tps,
+        trl_tps,
+        spar_tps / trl_tps,
+        "peak RSS MiB",
+        spar_rss,
+        trl_rss,
+        spar_rss / trl_rss,
+        summary.steps,
+        summary.final_loss,
+        trl["steps"],
+        trl["first_loss"]
+    ))
+}

@@ -171,6 +171,19 @@ enum SearchCmd {
 
 #[derive(Subcommand)]
 enum BenchCmd {
+    /// spar vs TRL's DPOTrainer: one DPO epoch on CPU, tokens/s and peak RSS.
+    Train {
+        #[command(flatten)]
+        model: cli::model::ModelArgs,
+        #[arg(long, default_value_t = 32)]
+        pairs: usize,
+        #[arg(long, default_value_t = 8)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 2)]
+        micro_batch_size: usize,
+        #[arg(long, default_value_t = 256)]
+        max_length: usize,
+    },
     /// spar vs HF transformers generate(): tokens/s at each batch size, and peak RSS.
     Generate {
         #[command(flatten)]
@@ -398,6 +411,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     spar_host::model::parse_dtype(&model.dtype)?,
                     &batch_sizes,
                     new_tokens
+                )?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCmd::Train {
+            model,
+            pairs,
+            batch_size,
+            micro_batch_size,
+            max_length,
+        }) => {
+            print!(
+                "{}",
+                spar_host::bench::train(
+                    &model.dir(),
+                    pairs,
+                    batch_size,
+                    micro_batch_size,
+                    max_length
                 )?
             );
             Ok(ExitCode::SUCCESS)
