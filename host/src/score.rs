@@ -2,7 +2,8 @@
 //!
 //! Input rows follow IFEval's `input_data.jsonl` plus a `response` field:
 //! `{"key", "prompt", "instruction_id_list": [...], "kwargs": [{...}], "response"}`;
-//! other fields (such as `id`) are carried into the output.
+//! other fields (such as `id`) are carried into the output. Rows written by
+//! `spar-host generate` work too: their first completion is the response.
 
 use std::path::Path;
 
@@ -36,6 +37,16 @@ pub fn read_rows(path: &Path) -> anyhow::Result<Vec<Row>> {
         let Value::Object(mut o) = v else {
             bail!("{at}: not a JSON object");
         };
+        // `spar-host generate` output carries the answer as the first completion.
+        if !o.contains_key("response")
+            && let Some(text) = o
+                .get("completions")
+                .and_then(|c| c.get(0))
+                .and_then(|c| c.get("text"))
+                .cloned()
+        {
+            o.insert("response".into(), text);
+        }
         let mut string = |k: &str| -> anyhow::Result<String> {
             match o.remove(k) {
                 Some(Value::String(s)) => Ok(s),
