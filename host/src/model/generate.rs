@@ -476,6 +476,23 @@ mod tests {
     }
 
     #[test]
+    fn bf16_generation_runs_and_agrees_with_f32_on_the_first_token() {
+        let lm = tiny();
+        let bf = LoadedModel::load(&lm.dir, Device::Cpu, Kind::BFloat16).unwrap();
+        assert_eq!(bf.model.kind(), Kind::BFloat16);
+        let pr = prompt(&lm, &[5, 6, 7]);
+        let p = SamplingParams {
+            max_new_tokens: 4,
+            ignore_eos: true,
+            ..Default::default()
+        };
+        let a = generate(&lm, std::slice::from_ref(&pr), std::slice::from_ref(&p)).unwrap();
+        let b = generate(&bf, std::slice::from_ref(&pr), std::slice::from_ref(&p)).unwrap();
+        assert_eq!(b[0][0].token_ids.len(), 4);
+        assert_eq!(a[0][0].token_ids[0], b[0][0].token_ids[0]);
+    }
+
+    #[test]
     fn stop_strings_length_and_context_limits() {
         let lm = tiny();
         let pr = prompt(&lm, &[5, 6]);

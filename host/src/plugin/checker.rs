@@ -26,6 +26,12 @@ impl World for v0_1_0::Checker {
     async fn instantiate(pre: &Self::Pre, store: &mut Store<StoreState>) -> wasmtime::Result<Self> {
         pre.instantiate_async(store).await
     }
+    async fn call_info(
+        &self,
+        store: &mut Store<StoreState>,
+    ) -> wasmtime::Result<super::types::v0_1_0::PluginInfo> {
+        self.spar_constraints_checks().call_info(store).await
+    }
 }
 
 /// One instruction type a checker verifies.
@@ -64,12 +70,9 @@ impl Checker {
     }
 
     pub async fn from_plugin(plugin: Plugin) -> Result<Self, PluginError> {
-        let mut c = Self {
-            h: Handle::new(plugin)?,
-        };
-        let info = c.info().await?;
-        c.h.plugin.info = Some(info);
-        Ok(c)
+        Ok(Self {
+            h: Handle::open(plugin).await?,
+        })
     }
 
     pub fn plugin(&self) -> &Plugin {
@@ -87,18 +90,7 @@ impl Checker {
     }
 
     pub async fn info(&mut self) -> Result<PluginInfo, PluginError> {
-        let live = self.h.live("info").await?;
-        let r = live
-            .bindings
-            .spar_constraints_checks()
-            .call_info(&mut live.store)
-            .await;
-        let info = self.h.finish("info", r)?;
-        self.h.guard_output(
-            "info",
-            info.name.len() + info.version.len() + info.description.len(),
-        )?;
-        Ok(info.into())
+        self.h.info().await
     }
 
     pub async fn list(&mut self) -> Result<Vec<InstructionSpec>, PluginError> {

@@ -26,6 +26,12 @@ impl World for v0_1_0::JudgePrompts {
     async fn instantiate(pre: &Self::Pre, store: &mut Store<StoreState>) -> wasmtime::Result<Self> {
         pre.instantiate_async(store).await
     }
+    async fn call_info(
+        &self,
+        store: &mut Store<StoreState>,
+    ) -> wasmtime::Result<super::types::v0_1_0::PluginInfo> {
+        self.spar_prompts_prompting().call_info(store).await
+    }
 }
 
 /// A parsed judge verdict.
@@ -63,12 +69,9 @@ impl Prompts {
     }
 
     pub async fn from_plugin(plugin: Plugin) -> Result<Self, PluginError> {
-        let mut p = Self {
-            h: Handle::new(plugin)?,
-        };
-        let info = p.info().await?;
-        p.h.plugin.info = Some(info);
-        Ok(p)
+        Ok(Self {
+            h: Handle::open(plugin).await?,
+        })
     }
 
     pub fn plugin(&self) -> &Plugin {
@@ -76,16 +79,7 @@ impl Prompts {
     }
 
     pub async fn info(&mut self) -> Result<PluginInfo, PluginError> {
-        let live = self.h.live("info").await?;
-        let r = live
-            .bindings
-            .spar_prompts_prompting()
-            .call_info(&mut live.store)
-            .await;
-        let info = self.h.finish("info", r)?;
-        self.h
-            .guard_output("info", info.description.len() + info.name.len())?;
-        Ok(info.into())
+        self.h.info().await
     }
 
     pub async fn judge_messages(

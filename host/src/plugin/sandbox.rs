@@ -247,6 +247,11 @@ pub(crate) trait World: Sized + Send + 'static {
         pre: &Self::Pre,
         store: &mut Store<StoreState>,
     ) -> impl std::future::Future<Output = wasmtime::Result<Self>> + Send;
+    /// The world's `info` export.
+    fn call_info(
+        &self,
+        store: &mut Store<StoreState>,
+    ) -> impl std::future::Future<Output = wasmtime::Result<super::types::v0_1_0::PluginInfo>> + Send;
 }
 
 /// A plugin of one kind with at most one live instance, replaced after any trap.
@@ -268,6 +273,25 @@ impl<W: World> Handle<W> {
             pre,
             live: None,
         })
+    }
+
+    /// Load as this world and ask the plugin for its name and version (used in every error).
+    pub async fn open(plugin: Plugin) -> Result<Self, PluginError> {
+        let mut h = Self::new(plugin)?;
+        let info = h.info().await?;
+        h.plugin.info = Some(info);
+        Ok(h)
+    }
+
+    pub async fn info(&mut self) -> Result<super::PluginInfo, PluginError> {
+        let live = self.live("info").await?;
+        let r = live.bindings.call_info(&mut live.store).await;
+        let info = self.finish("info", r)?;
+        self.guard_output(
+            "info",
+            info.name.len() + info.version.len() + info.description.len(),
+        )?;
+        Ok(info.into())
     }
 
     /// Drop the live instance; the next call instantiates a fresh one.

@@ -26,6 +26,12 @@ impl World for v0_1_0::Taxonomy {
     async fn instantiate(pre: &Self::Pre, store: &mut Store<StoreState>) -> wasmtime::Result<Self> {
         pre.instantiate_async(store).await
     }
+    async fn call_info(
+        &self,
+        store: &mut Store<StoreState>,
+    ) -> wasmtime::Result<super::types::v0_1_0::PluginInfo> {
+        self.spar_taxonomy_evolution().call_info(store).await
+    }
 }
 
 /// One category (with subcategory) of a taxonomy and its constraint types.
@@ -57,12 +63,9 @@ impl Taxonomy {
     }
 
     pub async fn from_plugin(plugin: Plugin) -> Result<Self, PluginError> {
-        let mut t = Self {
-            h: Handle::new(plugin)?,
-        };
-        let info = t.info().await?;
-        t.h.plugin.info = Some(info);
-        Ok(t)
+        Ok(Self {
+            h: Handle::open(plugin).await?,
+        })
     }
 
     pub fn plugin(&self) -> &Plugin {
@@ -70,16 +73,7 @@ impl Taxonomy {
     }
 
     pub async fn info(&mut self) -> Result<PluginInfo, PluginError> {
-        let live = self.h.live("info").await?;
-        let r = live
-            .bindings
-            .spar_taxonomy_evolution()
-            .call_info(&mut live.store)
-            .await;
-        let info = self.h.finish("info", r)?;
-        self.h
-            .guard_output("info", info.description.len() + info.name.len())?;
-        Ok(info.into())
+        self.h.info().await
     }
 
     pub async fn categories(&mut self) -> Result<Vec<Category>, PluginError> {
