@@ -37,10 +37,8 @@ fn dpo_loss_and_gradients_match_pytorch() {
         .double_value(&[]);
     assert!(diff < 1e-4, "policy chosen log-probs differ by {diff}");
     let out = dpo_loss(
-        &pc,
-        &pr,
-        &floats(&f["ref_chosen"]),
-        &floats(&f["ref_rejected"]),
+        (&pc, &pr),
+        (&floats(&f["ref_chosen"]), &floats(&f["ref_rejected"])),
         f["beta"].as_f64().unwrap(),
         f["alpha"].as_f64().unwrap(),
         &lc,

@@ -163,7 +163,8 @@ fn bad_inputs_and_models_give_one_line_errors() {
         stderr(&o)
     );
 
-    for o in [&o] {
+    {
+        let o = &o;
         assert_eq!(stderr(o).lines().count(), 1, "{}", stderr(o));
     }
 }

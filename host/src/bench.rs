@@ -363,7 +363,7 @@ pub fn train(
     let trl: serde_json::Value = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
-        .last()
+        .next_back()
         .ok_or_else(|| anyhow::anyhow!("no result line from the TRL side"))?;
     let trl_secs = trl["seconds"].as_f64().unwrap_or(f64::NAN);
     let trl_rss = trl["peak_rss_mb"].as_f64().unwrap_or(f64::NAN);

@@ -354,9 +354,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 d.empty_after_truncation,
                 d.template_mismatch
             );
-            match s.resumed_from {
-                Some(step) => println!("resumed from step {step}"),
-                None => {}
+            if let Some(step) = s.resumed_from {
+                println!("resumed from step {step}")
             }
             println!(
                 "{} steps, final loss {:.4}; model: {}; metrics: {}",

@@ -113,7 +113,7 @@ impl ModelConfig {
         if self.num_attention_heads == 0 || self.num_heads_kv() == 0 {
             return Err(unsupported("zero attention heads".into()));
         }
-        if self.num_attention_heads % self.num_heads_kv() != 0 {
+        if !self.num_attention_heads.is_multiple_of(self.num_heads_kv()) {
             return Err(unsupported(format!(
                 "{} attention heads are not a multiple of {} key/value heads",
                 self.num_attention_heads,

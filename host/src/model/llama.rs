@@ -340,7 +340,11 @@ impl Llama {
                 nh != nkv,
             );
             let att = att.transpose(1, 2).reshape([b, t, nh * d]);
-            xs = xs + layer.o.forward(&att);
+            // Not `+=`: an in-place add would corrupt tensors autograd saved for backward.
+            #[allow(clippy::assign_op_pattern)]
+            {
+                xs = xs + layer.o.forward(&att);
+            }
             let h = rms_norm(&xs, &layer.ln2, self.cfg.rms_norm_eps);
             let act = match fused {
                 Some(f) => {
@@ -350,7 +354,10 @@ impl Llama {
                 None => layer.gate.forward(&h).silu() * layer.up.forward(&h),
             };
             let mlp = layer.down.forward(&act);
-            xs = xs + mlp;
+            #[allow(clippy::assign_op_pattern)]
+            {
+                xs = xs + mlp;
+            }
         }
         if let Some(c) = cache {
             c.len += t;

@@ -18,13 +18,11 @@ pub struct DpoOut {
 /// Sigmoid DPO (Rafailov et al.) plus `sft_weight` × the mean per-token NLL of the chosen
 /// responses under the policy (TRL's `rpo_alpha`; SPaR uses 0.1).
 ///
-/// `policy_chosen`/`policy_rejected`/`ref_*` are summed sequence log-probs `[B]`;
+/// `policy` and `reference` are (chosen, rejected) summed sequence log-probs `[B]`;
 /// `chosen_token_logps` `[B, T]` with `chosen_mask` give the NLL term.
 pub fn dpo_loss(
-    policy_chosen: &Tensor,
-    policy_rejected: &Tensor,
-    ref_chosen: &Tensor,
-    ref_rejected: &Tensor,
+    (policy_chosen, policy_rejected): (&Tensor, &Tensor),
+    (ref_chosen, ref_rejected): (&Tensor, &Tensor),
     beta: f64,
     sft_weight: f64,
     chosen_token_logps: &Tensor,
@@ -36,7 +34,11 @@ pub fn dpo_loss(
     if sft_weight != 0.0 {
         let m = chosen_mask.to_kind(Kind::Float);
         let nll = -(chosen_token_logps * &m).sum(Kind::Float) / m.sum(Kind::Float).clamp_min(1.0);
-        loss = loss + nll * sft_weight;
+        // Not `+=` (in place on an autograd result).
+        #[allow(clippy::assign_op_pattern)]
+        {
+            loss = loss + nll * sft_weight;
+        }
     }
     DpoOut {
         loss,
@@ -88,10 +90,8 @@ mod tests {
             let lc = m.token_logprobs(&chosen, &attn);
             let lr = m.token_logprobs(&rejected, &attn);
             let out = dpo_loss(
-                &sequence_logps(&lc, &mask),
-                &sequence_logps(&lr, &mask),
-                &rc,
-                &rr,
+                (&sequence_logps(&lc, &mask), &sequence_logps(&lr, &mask)),
+                (&rc, &rr),
                 0.1,
                 0.1,
                 &lc,

@@ -151,7 +151,7 @@ impl TrainConfig {
             .map_err(|e: toml::de::Error| anyhow::anyhow!("{}: {}", path.display(), e.message()))?;
         if cfg.micro_batch_size == 0
             || cfg.batch_size == 0
-            || cfg.batch_size % cfg.micro_batch_size != 0
+            || !cfg.batch_size.is_multiple_of(cfg.micro_batch_size)
         {
             bail!(
                 "{}: batch_size ({}) must be a positive multiple of micro_batch_size ({})",
@@ -334,7 +334,7 @@ pub fn train(cfg: &TrainConfig, stop_after: Option<usize>) -> anyhow::Result<Tra
     let model_dir = resume
         .as_ref()
         .map_or(cfg.model.clone(), |(_, p)| p.clone());
-    let mut lm = LoadedModel::load(&model_dir, device, kind)?;
+    let lm = LoadedModel::load(&model_dir, device, kind)?;
     let params: Vec<(String, Tensor)> = lm.model.vs.variables().into_iter().collect();
     let mut opt = AdamW::new(
         params,
@@ -382,8 +382,7 @@ pub fn train(cfg: &TrainConfig, stop_after: Option<usize>) -> anyhow::Result<Tra
     );
     bar.set_position(start as u64);
     let mut last_loss = f64::NAN;
-    let mut done_now = 0;
-    for step in start..total {
+    for (done_now, step) in (start..total).enumerate() {
         if stop_after.is_some_and(|k| done_now >= k) {
             break;
         }
@@ -426,16 +425,16 @@ pub fn train(cfg: &TrainConfig, stop_after: Option<usize>) -> anyhow::Result<Tra
                     let ref_c: Vec<f32> = micro.iter().map(|&i| refs[i].0 as f32).collect();
                     let ref_r: Vec<f32> = micro.iter().map(|&i| refs[i].1 as f32).collect();
                     let out = dpo_loss(
-                        &sequence_logps(&lc, &cm),
-                        &sequence_logps(&lr, &rm),
-                        &Tensor::from_slice(&ref_c).to_device(device),
-                        &Tensor::from_slice(&ref_r).to_device(device),
+                        (&sequence_logps(&lc, &cm), &sequence_logps(&lr, &rm)),
+                        (
+                            &Tensor::from_slice(&ref_c).to_device(device),
+                            &Tensor::from_slice(&ref_r).to_device(device),
+                        ),
                         cfg.beta,
                         cfg.sft_weight,
                         &lc,
                         &cm,
                     );
-                    let w = micro.len() as f64;
                     rc += out.chosen_rewards.sum(Kind::Double).double_value(&[]);
                     rr += out.rejected_rewards.sum(Kind::Double).double_value(&[]);
                     acc += out
@@ -444,7 +443,6 @@ pub fn train(cfg: &TrainConfig, stop_after: Option<usize>) -> anyhow::Result<Tra
                         .to_kind(Kind::Double)
                         .sum(Kind::Double)
                         .double_value(&[]);
-                    let _ = w;
                     out.loss
                 }
             };
@@ -474,7 +472,6 @@ pub fn train(cfg: &TrainConfig, stop_after: Option<usize>) -> anyhow::Result<Tra
         );
         bar.set_message(format!("{loss_sum:.4}"));
         bar.inc(1);
-        done_now += 1;
         let finished = step + 1 == total;
         if finished || (cfg.save_steps > 0 && (step + 1) % cfg.save_steps == 0) {
             save_checkpoint(&lm, &model_dir, &opt, &cfg.output_dir, step + 1)?;
@@ -491,7 +488,6 @@ pub fn train(cfg: &TrainConfig, stop_after: Option<usize>) -> anyhow::Result<Tra
     } else {
         None
     };
-    let _ = &mut lm;
     Ok(TrainSummary {
         steps: total,
         resumed_from: resume.map(|(s, _)| s),

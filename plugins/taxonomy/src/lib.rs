@@ -10,8 +10,11 @@ wit_bindgen::generate!({
 use exports::spar::taxonomy::evolution::{Category, ConstraintType, Guest};
 use spar::types::types::{Error, Message, PluginInfo, Role};
 
-/// (category, subcategory, [(type, examples)])
-const TAXONOMY: &[(&str, &str, &[(&str, &str)])] = &[
+/// (type, examples)
+type Types = &'static [(&'static str, &'static str)];
+
+/// (category, subcategory, types)
+const TAXONOMY: &[(&str, &str, Types)] = &[
     ("Format", "Length", &[
         ("characters", "a limit on the number of characters"),
         ("words", "at least, at most or exactly N words"),
