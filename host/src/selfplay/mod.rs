@@ -1,5 +1,7 @@
-//! The SPaR self-play pipeline (§3). So far: what the pipeline reads off a searched tree, and
-//! the replay of the reference tree-search vectors through a search plugin.
+//! The SPaR self-play pipeline (§3). So far: judging by vote and the model-backed host of the
+//! tree search (`judge`), what the pipeline reads off a searched tree (`tree`), and the replay
+//! of the reference tree-search vectors through a search plugin (`replay`).
 
+pub mod judge;
 pub mod replay;
 pub mod tree;

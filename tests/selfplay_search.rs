@@ -1,0 +1,64 @@
+//! A tree search driven by a real model through the real plugins: the generation engine on a
+//! tiny random model, the spar-prompts plugin for the conversations, the BFS plugin.
+
+mod common;
+
+use spar_host::model::LoadedModel;
+use spar_host::model::generate::{Engine, SamplingParams};
+use spar_host::model::tiny::write_tiny_model;
+use spar_host::plugin::prompts::Prompts;
+use spar_host::plugin::search::{Node, SearchParams, SearchStrategy};
+use spar_host::selfplay::judge::{ModelSearchHost, VoteConfig};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trees_search_concurrently_over_the_engine() {
+    let dir = common::tempdir("selfplay-model");
+    write_tiny_model(&dir, 64, 9).unwrap();
+    let lm = LoadedModel::load(&dir, tch::Device::Cpu, tch::Kind::Float).unwrap();
+    let engine = Engine::start(lm, 64).unwrap();
+    let host = common::host();
+    let bfs = SearchStrategy::load(&host, &common::shipped("bfs"))
+        .await
+        .unwrap();
+    let prompts_plugin = host.load(&common::shipped("spar_prompts")).unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..3 {
+        let (engine, bfs, plugin) = (engine.clone(), bfs.clone(), prompts_plugin.clone());
+        tasks.push(tokio::spawn(async move {
+            let prompts = Prompts::from_plugin(plugin).await.unwrap();
+            let vote = VoteConfig {
+                k: 3,
+                max_new_tokens: 6,
+                ..VoteConfig::default()
+            };
+            let refine = SamplingParams {
+                temperature: 0.9,
+                max_new_tokens: 6,
+                ..SamplingParams::default()
+            };
+            let h = ModelSearchHost::new(engine, prompts, "Write w5 w6.", vote, refine, 5, i);
+            let root = Node {
+                id: 0,
+                parent: None,
+                depth: 0,
+                response: "w7 w8".into(),
+                critique: "crit".into(),
+                value: 0.0,
+                refine_output: String::new(),
+                visit_sequence: 0,
+            };
+            bfs.search("Write w5 w6.", &root, &SearchParams::default(), Box::new(h))
+                .await
+        }));
+    }
+    for t in tasks {
+        let (out, h) = t.await.unwrap();
+        let out = out.unwrap();
+        // A random model never writes the refinement markers: every refine attempt fails,
+        // the tree is the root alone, and no budget is spent.
+        assert_eq!(out.nodes.len(), 1);
+        assert!(!out.found);
+        let h = h.unwrap().into_any().downcast::<ModelSearchHost>().unwrap();
+        assert_eq!(h.budget, 5);
+    }
+}
