@@ -392,3 +392,139 @@ pub fn train(
         trl["first_loss"]
     ))
 }
+
+/// The tree search of the self-play pipeline on the same roots, budget and model, one tree
+/// at a time vs all trees concurrently (their refine and judge calls batched by the
+/// engine); settings from a run config (`configs/demo.toml` by default).
+pub async fn search(
+    cfg: &crate::selfplay::pipeline::RunConfig,
+    host: &PluginHost,
+    trees: usize,
+) -> anyhow::Result<String> {
+    use crate::model::generate::{Engine, SamplingParams};
+    use crate::model::tokenizer::ChatMessage;
+    use crate::model::{LoadedModel, parse_device, parse_dtype};
+    use crate::plugin::PluginKind;
+    use crate::plugin::search::SearchStrategy;
+    use crate::selfplay::pipeline::{RootRec, constraints_of, read_prompts, search_tree};
+
+    let load = |name: &str, kind: PluginKind| -> anyhow::Result<crate::plugin::Plugin> {
+        let p = host.load(&PluginHost::resolve(name)?)?;
+        p.expect_kind(kind)?;
+        Ok(p)
+    };
+    let strategy =
+        SearchStrategy::from_plugin(load(&cfg.plugins.search, PluginKind::SearchStrategy)?)
+            .await?;
+    let prompts_plugin = load(&cfg.plugins.prompts, PluginKind::JudgePrompts)?;
+    let checkers = cfg
+        .plugins
+        .checkers
+        .iter()
+        .map(|c| load(c, PluginKind::Checker))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let pool = read_prompts(&cfg.prompts)?;
+    let lm = LoadedModel::load(
+        &cfg.models.refiner,
+        parse_device(&cfg.device)?,
+        parse_dtype(&cfg.dtype)?,
+    )?;
+    let engine = Engine::start(lm, cfg.max_batch_rows)?;
+    // Roots: the greedy answer to each prompt, with the checkers' critique (or a fixed one).
+    let rows: Vec<_> = (0..trees).map(|i| pool[i % pool.len()].clone()).collect();
+    let mut roots = Vec::new();
+    for (k, p) in rows.iter().enumerate() {
+        let out = engine
+            .chat(
+                &[ChatMessage::new("user", &p.prompt)],
+                SamplingParams {
+                    max_new_tokens: cfg.sample.max_new_tokens,
+                    ..SamplingParams::default()
+                },
+            )
+            .await?;
+        let text = out.into_iter().next().map(|c| c.text).unwrap_or_default();
+        let critique = match constraints_of(p, &checkers).await? {
+            Some(mut c) => c
+                .judge(&p.prompt, &text)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .critique,
+            None => "Step-by-step verification: the Output misses constraints of the Prompt.\nFinal Judgement (if the Output accurately follows the Prompt): No".into(),
+        };
+        roots.push(RootRec {
+            idx: k,
+            response: 0,
+            text,
+            critique,
+        });
+    }
+    let one = |k: usize| {
+        let (engine, plugin, checkers, strategy) = (
+            engine.clone(),
+            prompts_plugin.clone(),
+            checkers.clone(),
+            strategy.clone(),
+        );
+        let (vote, search, mode) = (cfg.judge.clone(), cfg.search.clone(), cfg.value);
+        let mut p = rows[k].clone();
+        p.idx = k;
+        let root = roots[k].clone();
+        async move {
+            search_tree(
+                engine, plugin, &checkers, strategy, mode, vote, &search, &p, &root, k as u64,
+            )
+            .await
+        }
+    };
+    let t = Instant::now();
+    let mut sequential = Vec::new();
+    for k in 0..rows.len() {
+        sequential.push(one(k).await);
+    }
+    let seq_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let handles: Vec<_> = (0..rows.len()).map(|k| tokio::spawn(one(k))).collect();
+    let mut concurrent = Vec::new();
+    for h in handles {
+        concurrent.push(h.await?);
+    }
+    let con_s = t.elapsed().as_secs_f64();
+    let nodes = |v: &[crate::selfplay::pipeline::TreeRec]| -> usize {
+        v.iter()
+            .filter_map(|t| t.outcome.as_ref())
+            .map(|o| o.nodes.len())
+            .sum()
+    };
+    let same = serde_json::to_string(&sequential)? == serde_json::to_string(&concurrent)?;
+    let (ns, nc) = (nodes(&sequential), nodes(&concurrent));
+    let mut s = format!(
+        "search: {} · {} trees · budget {} · branch {} · depth {} · value {:?}\n",
+        cfg.models.refiner.display(),
+        rows.len(),
+        cfg.search.budget,
+        cfg.search.branch,
+        cfg.search.max_depth,
+        cfg.value
+    );
+    s.push_str(&format!(
+        "{:<26}{:>10}{:>8}{:>12}{:>12}\n",
+        "", "seconds", "nodes", "trees/min", "nodes/min"
+    ));
+    for (name, secs, n) in [
+        ("one tree at a time", seq_s, ns),
+        ("concurrent, batched", con_s, nc),
+    ] {
+        s.push_str(&format!(
+            "{name:<26}{secs:>10.1}{n:>8}{:>12.2}{:>12.1}\n",
+            rows.len() as f64 * 60.0 / secs,
+            n as f64 * 60.0 / secs
+        ));
+    }
+    s.push_str(&format!(
+        "ratio (trees/s, concurrent ÷ sequential): {:.2}×; identical trees: {}\n",
+        seq_s / con_s,
+        if same { "yes" } else { "no" }
+    ));
+    Ok(s)
+}

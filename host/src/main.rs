@@ -123,6 +123,21 @@ enum Command {
         #[arg(long = "set")]
         overrides: Vec<String>,
     },
+    /// SPaR self-play: sample, judge by vote, tree-search refinements, build DPO pairs and
+    /// refiner data, train actor and refiner — per iteration. Rerunning the same command
+    /// continues a stopped run where it stopped.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+        /// Overrides, `key=value` in TOML syntax; dotted keys reach into tables
+        /// (e.g. `--set search.budget=6 --set sample.n=3`).
+        #[arg(long = "set")]
+        overrides: Vec<String>,
+        /// A search, prompts or checker plugin (name or path) replacing the configured one(s)
+        /// of its kind (repeat for several checkers).
+        #[arg(long = "plugin")]
+        plugins: Vec<String>,
+    },
     /// Tree-search strategies.
     #[command(subcommand)]
     Search(SearchCmd),
@@ -192,6 +207,17 @@ enum BenchCmd {
         batch_sizes: Vec<usize>,
         #[arg(long, default_value_t = 64)]
         new_tokens: usize,
+    },
+    /// Tree search: the same roots searched one at a time vs concurrently with batching.
+    Search {
+        /// Run config with the model, plugins and search settings.
+        #[arg(long, default_value = "configs/demo.toml")]
+        config: PathBuf,
+        #[arg(long = "set")]
+        overrides: Vec<String>,
+        /// Trees (roots drawn from the config's prompts, cycling).
+        #[arg(long, default_value_t = 16)]
+        trees: usize,
     },
     /// Per-call overhead, instantiate time, cold vs cached load of a checker plugin.
     Plugins {
@@ -369,6 +395,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Run {
+            config,
+            overrides,
+            plugins,
+        } => {
+            use spar_host::selfplay::pipeline;
+            let host = cli.sandbox.host()?;
+            let mut cfg = pipeline::RunConfig::load(&config, &overrides)?;
+            pipeline::apply_plugin_overrides(&mut cfg, &host, &plugins)?;
+            let summary = pipeline::run(cfg, host).await?;
+            println!("{summary}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Search(SearchCmd::Replay {
             vectors,
             plugin,
@@ -431,6 +470,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     max_length
                 )?
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCmd::Search {
+            config,
+            overrides,
+            trees,
+        }) => {
+            let host = cli.sandbox.host()?;
+            let cfg = spar_host::selfplay::pipeline::RunConfig::load(&config, &overrides)?;
+            print!("{}", spar_host::bench::search(&cfg, &host, trees).await?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(BenchCmd::Plugins { plugin, calls }) => {

@@ -16,12 +16,27 @@ pub fn word(i: usize) -> String {
 /// Write a tiny Llama (2 layers, hidden 32, GQA 4/2 heads) with a word-level tokenizer of
 /// `vocab` tokens and a ChatML-like template into `dir`.
 pub fn write_tiny_model(dir: &Path, vocab: usize, seed: i64) -> Result<(), ModelError> {
+    write_tiny_model_with(dir, vocab, seed, &[], 256)
+}
+
+/// As [`write_tiny_model`], plus `phrases` as added (non-special) tokens with ids `vocab…`,
+/// and a context of `max_positions`. A random model samples a phrase such as
+/// `Final Judgement: Yes` or `[[start]]` as readily as any word, so the self-play stages
+/// get parseable verdicts and refinements from a tiny model (the end-to-end tests).
+pub fn write_tiny_model_with(
+    dir: &Path,
+    vocab: usize,
+    seed: i64,
+    phrases: &[&str],
+    max_positions: usize,
+) -> Result<(), ModelError> {
+    let total = vocab + phrases.len();
     std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
     let cfg: ModelConfig = serde_json::from_value(serde_json::json!({
         "architectures": ["LlamaForCausalLM"], "model_type": "llama",
         "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-        "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": vocab,
-        "max_position_embeddings": 256, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": total,
+        "max_position_embeddings": max_positions, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
         "tie_word_embeddings": true, "bos_token_id": 2, "eos_token_id": 1
     }))
     .expect("valid config");
@@ -34,7 +49,7 @@ pub fn write_tiny_model(dir: &Path, vocab: usize, seed: i64) -> Result<(), Model
     for i in 3..vocab {
         v.insert(word(i), i.into());
     }
-    let added: Vec<_> = ["<pad>", "<eos>", "<bos>"]
+    let mut added: Vec<_> = ["<pad>", "<eos>", "<bos>"]
         .iter()
         .enumerate()
         .map(|(i, t)| {
@@ -42,6 +57,11 @@ pub fn write_tiny_model(dir: &Path, vocab: usize, seed: i64) -> Result<(), Model
             "lstrip": false, "rstrip": false, "normalized": false, "special": true})
         })
         .collect();
+    for (k, p) in phrases.iter().enumerate() {
+        v.insert((*p).into(), (vocab + k).into());
+        added.push(serde_json::json!({"id": vocab + k, "content": p, "single_word": false,
+            "lstrip": false, "rstrip": false, "normalized": false, "special": false}));
+    }
     let tokenizer = serde_json::json!({
         "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
         "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null,

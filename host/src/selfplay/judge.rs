@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use crate::model::generate::{Engine, SamplingParams};
 use crate::model::tokenizer::ChatMessage;
 use crate::plugin::GuestError;
+use crate::plugin::checker::CheckerSet;
 use crate::plugin::prompts::{Prompts, Verdict};
 use crate::plugin::search::{BoxFuture, Judgment, Node, Refinement, SearchHost};
 use crate::plugin::types::Message;
@@ -29,6 +30,103 @@ impl Default for VoteConfig {
             max_new_tokens: 512,
             tie_retries: 3,
         }
+    }
+}
+
+/// Where a node's value comes from (beyond the paper: prompts that carry verifiable
+/// constraints can be valued by the checker plugins).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ValueMode {
+    /// The refiner's vote (the paper).
+    #[default]
+    Vote,
+    /// The checker plugins (strict): 1 when every constraint of the prompt passes, else half
+    /// the share passed (so partial passes rank but never count as following); the critique
+    /// lists the failed ones. Prompts without constraints fall back to the vote.
+    Checkers,
+    /// Both: the vote, with the value capped by the checkers' share — a response counts as
+    /// following only when the judge and the checkers agree.
+    Both,
+}
+
+/// The verifiable constraints of one prompt and the checker plugins that verify them.
+pub struct Constraints {
+    pub set: CheckerSet,
+    /// (instruction id, kwargs as JSON)
+    pub list: Vec<(String, String)>,
+}
+
+impl Constraints {
+    /// Check `response`; the judgment has yes = passed, no = failed, and a critique in the
+    /// judge's answer format naming what failed.
+    pub async fn judge(&mut self, prompt: &str, response: &str) -> Result<Judgment, GuestError> {
+        let mut failed = Vec::new();
+        for (id, kwargs) in &self.list {
+            let v = self
+                .set
+                .check(id, kwargs, prompt, response)
+                .await
+                .map_err(|e| GuestError::Other(format!("checking `{id}`: {e}")))?;
+            if !v.strict {
+                failed.push(id.clone());
+            }
+        }
+        let total = self.list.len() as u32;
+        let no = failed.len() as u32;
+        let critique = if failed.is_empty() {
+            "Step-by-step verification: every constraint is satisfied.\n\
+             Final Judgement (if the Output accurately follows the Prompt): Yes"
+                .to_string()
+        } else {
+            format!(
+                "Step-by-step verification: unsatisfied constraints: {}.\n\
+                 Final Judgement (if the Output accurately follows the Prompt): No",
+                failed.join(", ")
+            )
+        };
+        Ok(Judgment {
+            critique,
+            // Following means passing every constraint: 1 then, else half the share
+            // passed — below the end gate, still ranking responses that pass more.
+            value: if no == 0 {
+                1.0
+            } else {
+                0.5 * (total - no) as f64 / total as f64
+            },
+            yes: total - no,
+            no,
+            unparseable: 0,
+            cached: false,
+        })
+    }
+}
+
+/// Judge a response the configured way: by vote, by the checkers, or both.
+#[allow(clippy::too_many_arguments)]
+pub async fn judge_response(
+    engine: &Engine,
+    prompts: &mut Prompts,
+    constraints: Option<&mut Constraints>,
+    mode: ValueMode,
+    prompt: &str,
+    response: &str,
+    cfg: &VoteConfig,
+    seed: u64,
+) -> Result<Option<Judgment>, GuestError> {
+    let constraints = constraints.filter(|c| !c.list.is_empty());
+    match (mode, constraints) {
+        (ValueMode::Checkers, Some(c)) => c.judge(prompt, response).await.map(Some),
+        (ValueMode::Both, Some(c)) => {
+            let checked = c.judge(prompt, response).await?;
+            Ok(judge_by_vote(engine, prompts, prompt, response, cfg, seed)
+                .await?
+                .map(|v| Judgment {
+                    value: v.value.min(checked.value),
+                    ..v
+                }))
+        }
+        _ => judge_by_vote(engine, prompts, prompt, response, cfg, seed).await,
     }
 }
 
@@ -124,6 +222,8 @@ pub struct ModelSearchHost {
     pub refine: SamplingParams,
     pub budget: i32,
     pub seed: u64,
+    pub constraints: Option<Constraints>,
+    pub value_mode: ValueMode,
     cache: HashMap<String, Judgment>,
     calls: u64,
 }
@@ -146,6 +246,8 @@ impl ModelSearchHost {
             refine,
             budget,
             seed,
+            constraints: None,
+            value_mode: ValueMode::Vote,
             cache: HashMap::new(),
             calls: 0,
         }
@@ -205,9 +307,11 @@ impl SearchHost for ModelSearchHost {
             }
             let seed = self.next_seed();
             let prompt = self.prompt.clone();
-            match judge_by_vote(
+            match judge_response(
                 &self.engine,
                 &mut self.prompts,
+                self.constraints.as_mut(),
+                self.value_mode,
                 &prompt,
                 response,
                 &self.vote,

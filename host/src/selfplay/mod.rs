@@ -3,5 +3,6 @@
 //! of the reference tree-search vectors through a search plugin (`replay`).
 
 pub mod judge;
+pub mod pipeline;
 pub mod replay;
 pub mod tree;

@@ -137,31 +137,51 @@ impl TrainConfig {
             anyhow::anyhow!("{}:{line}: {}", path.display(), e.message())
         })?;
         for o in overrides {
-            let (k, v) = o
-                .split_once('=')
-                .with_context(|| format!("override `{o}` is not key=value"))?;
-            let value = toml::from_str::<toml::Table>(&format!("v = {v}"))
-                .ok()
-                .and_then(|mut t| t.remove("v"))
-                .unwrap_or_else(|| toml::Value::String(v.to_string()));
-            table.insert(k.trim().to_string(), value);
+            set_override(&mut table, o)?;
         }
+        Self::from_table(table, &path.display().to_string())
+    }
+
+    /// Build from a TOML table; `origin` names it in errors.
+    pub fn from_table(table: toml::Table, origin: &str) -> anyhow::Result<Self> {
         let cfg: TrainConfig = toml::Value::Table(table)
             .try_into()
-            .map_err(|e: toml::de::Error| anyhow::anyhow!("{}: {}", path.display(), e.message()))?;
+            .map_err(|e: toml::de::Error| anyhow::anyhow!("{origin}: {}", e.message()))?;
         if cfg.micro_batch_size == 0
             || cfg.batch_size == 0
             || !cfg.batch_size.is_multiple_of(cfg.micro_batch_size)
         {
             bail!(
-                "{}: batch_size ({}) must be a positive multiple of micro_batch_size ({})",
-                path.display(),
+                "{origin}: batch_size ({}) must be a positive multiple of micro_batch_size ({})",
                 cfg.batch_size,
                 cfg.micro_batch_size
             );
         }
         Ok(cfg)
     }
+}
+
+/// Apply one `key=value` override (a dotted key reaches into tables; the value in TOML
+/// syntax, a bare string allowed) to a configuration table.
+pub fn set_override(table: &mut toml::Table, o: &str) -> anyhow::Result<()> {
+    let (k, v) = o
+        .split_once('=')
+        .with_context(|| format!("override `{o}` is not key=value"))?;
+    let value = toml::from_str::<toml::Table>(&format!("v = {v}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(v.to_string()));
+    let keys: Vec<&str> = k.trim().split('.').collect();
+    let mut t = table;
+    for key in &keys[..keys.len() - 1] {
+        t = t
+            .entry(key.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .with_context(|| format!("override `{o}`: `{key}` is not a table"))?;
+    }
+    t.insert(keys[keys.len() - 1].to_string(), value);
+    Ok(())
 }
 
 /// What a finished run reports.
