@@ -79,14 +79,14 @@ max_new_tokens = 8
 
 [actor_train]
 lr = 1e-3
-batch_size = 2
+batch_size = 1
 micro_batch_size = 1
 max_length = 2048
 save_steps = 1
 
 [refiner_train]
 lr = 1e-3
-batch_size = 2
+batch_size = 1
 micro_batch_size = 1
 max_length = 2048
 save_steps = 1

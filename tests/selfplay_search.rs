@@ -62,3 +62,51 @@ async fn trees_search_concurrently_over_the_engine() {
         assert_eq!(h.budget, 5);
     }
 }
+
+/// `value = "checkers"`: the checker plugins value a response — 1 when every constraint
+/// passes, else half the share passed — and the critique names what failed, in the judge's
+/// answer format (so the prompts plugin parses it as the verdict it states).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkers_value_responses() {
+    use spar_host::plugin::checker::{Checker, CheckerSet};
+    use spar_host::plugin::prompts::Verdict;
+    use spar_host::selfplay::judge::Constraints;
+    let host = common::host();
+    let checks = Checker::load(&host, &common::shipped("spar_checks"))
+        .await
+        .unwrap();
+    let set = CheckerSet::new(vec![checks]).await.unwrap();
+    let mut c = Constraints {
+        set,
+        list: vec![
+            (
+                "spar:ends_with_punctuation".into(),
+                r#"{"punctuation": "!"}"#.into(),
+            ),
+            (
+                "spar:question_count".into(),
+                r#"{"count": 1, "relation": "at least"}"#.into(),
+            ),
+        ],
+    };
+    let p = "Ask one question and end with !";
+    let both = c.judge(p, "Is it sunny? Yes it is!").await.unwrap();
+    assert_eq!((both.value, both.yes, both.no), (1.0, 2, 0));
+    let one = c.judge(p, "Is it sunny? Yes it is.").await.unwrap();
+    assert_eq!((one.value, one.yes, one.no), (0.25, 1, 1));
+    assert!(one.critique.contains("spar:ends_with_punctuation"));
+    assert!(!one.critique.contains("spar:question_count"));
+    let none = c.judge(p, "It is sunny.").await.unwrap();
+    assert_eq!((none.value, none.yes, none.no), (0.0, 0, 2));
+    let mut prompts = Prompts::load(&host, &common::shipped("spar_prompts"))
+        .await
+        .unwrap();
+    assert_eq!(
+        prompts.parse_verdict(&both.critique).await.unwrap(),
+        Verdict::Yes
+    );
+    assert_eq!(
+        prompts.parse_verdict(&one.critique).await.unwrap(),
+        Verdict::No
+    );
+}

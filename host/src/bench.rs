@@ -424,12 +424,16 @@ pub async fn search(
         .map(|c| load(c, PluginKind::Checker))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let pool = read_prompts(&cfg.prompts)?;
-    let lm = LoadedModel::load(
-        &cfg.models.refiner,
-        parse_device(&cfg.device)?,
-        parse_dtype(&cfg.dtype)?,
-    )?;
-    let engine = Engine::start(lm, cfg.max_batch_rows)?;
+    // A fresh engine per phase: neither inherits the other's prompt cache.
+    let fresh = || -> anyhow::Result<Engine> {
+        let lm = LoadedModel::load(
+            &cfg.models.refiner,
+            parse_device(&cfg.device)?,
+            parse_dtype(&cfg.dtype)?,
+        )?;
+        Ok(Engine::start(lm, cfg.max_batch_rows)?)
+    };
+    let engine = fresh()?;
     // Roots: the greedy answer to each prompt, with the checkers' critique (or a fixed one).
     let rows: Vec<_> = (0..trees).map(|i| pool[i % pool.len()].clone()).collect();
     let mut roots = Vec::new();
@@ -459,7 +463,7 @@ pub async fn search(
             critique,
         });
     }
-    let one = |k: usize| {
+    let one = |engine: &Engine, k: usize| {
         let (engine, plugin, checkers, strategy) = (
             engine.clone(),
             prompts_plugin.clone(),
@@ -477,19 +481,38 @@ pub async fn search(
             .await
         }
     };
+    let engine = fresh()?;
     let t = Instant::now();
     let mut sequential = Vec::new();
     for k in 0..rows.len() {
-        sequential.push(one(k).await);
+        sequential.push(one(&engine, k).await);
     }
+    drop(engine);
+    let engine = fresh()?;
     let seq_s = t.elapsed().as_secs_f64();
+    use std::sync::atomic::Ordering::Relaxed;
+    let st = engine.stats();
+    let (s0, r0) = (st.steps.load(Relaxed), st.row_steps.load(Relaxed));
+    let h0 = st.prompt_cache_hits.load(Relaxed);
+    let (p0, d0, t0) = (
+        st.prefill_ns.load(Relaxed),
+        st.decode_ns.load(Relaxed),
+        st.prefill_tokens.load(Relaxed),
+    );
     let t = Instant::now();
-    let handles: Vec<_> = (0..rows.len()).map(|k| tokio::spawn(one(k))).collect();
+    let handles: Vec<_> = (0..rows.len())
+        .map(|k| tokio::spawn(one(&engine, k)))
+        .collect();
     let mut concurrent = Vec::new();
     for h in handles {
         concurrent.push(h.await?);
     }
     let con_s = t.elapsed().as_secs_f64();
+    let steps = (st.steps.load(Relaxed) - s0).max(1);
+    let mean_batch = (st.row_steps.load(Relaxed) - r0) as f64 / steps as f64;
+    let prefill_s = (st.prefill_ns.load(Relaxed) - p0) as f64 / 1e9;
+    let decode_s = (st.decode_ns.load(Relaxed) - d0) as f64 / 1e9;
+    let prefill_tokens = st.prefill_tokens.load(Relaxed) - t0;
     let nodes = |v: &[crate::selfplay::pipeline::TreeRec]| -> usize {
         v.iter()
             .filter_map(|t| t.outcome.as_ref())
@@ -522,9 +545,14 @@ pub async fn search(
         ));
     }
     s.push_str(&format!(
-        "ratio (trees/s, concurrent ÷ sequential): {:.2}×; identical trees: {}\n",
+        "ratio (trees/s, concurrent ÷ sequential): {:.2}×; identical trees: {}; mean rows per decode step when concurrent: {mean_batch:.1}\n",
         seq_s / con_s,
         if same { "yes" } else { "no" }
+    ));
+    s.push_str(&format!(
+        "concurrent engine time: prefill {prefill_s:.1} s ({prefill_tokens} prompt tokens; {} prompts reused from the prompt cache), decode {decode_s:.1} s ({steps} steps, {:.1} ms/step)\n",
+        st.prompt_cache_hits.load(Relaxed) - h0,
+        decode_s * 1e3 / steps as f64
     ));
     Ok(s)
 }

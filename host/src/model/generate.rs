@@ -107,6 +107,34 @@ fn sample(logits: &Tensor, rows: &mut [Row], active: &[usize]) -> Vec<i64> {
         .to_device(logits.device())
         .unsqueeze(1);
     let probs = (logits.to_kind(Kind::Float) / temps).softmax(-1, Kind::Float);
+    // Without a top-p or top-k cut, draw from the whole distribution: no sort needed.
+    if active.iter().all(|&r| {
+        let p = &rows[r].params;
+        p.temperature <= 0.0 || (p.top_p >= 1.0 && p.top_k == 0)
+    }) {
+        let vocab = probs.size()[1] as usize;
+        let all: Vec<f32> = Vec::<f32>::try_from(probs.to_device(Device::Cpu).flatten(0, 1))
+            .expect("probs");
+        let mut out = greedy;
+        for (i, &r) in active.iter().enumerate() {
+            if rows[r].params.temperature <= 0.0 {
+                continue;
+            }
+            let row = &all[i * vocab..(i + 1) * vocab];
+            let total: f64 = row.iter().map(|&x| x as f64).sum();
+            let mut u = rows[r].rng.next_f64() * total;
+            let mut pick = vocab - 1;
+            for (j, &pj) in row.iter().enumerate() {
+                u -= pj as f64;
+                if u <= 0.0 && pj > 0.0 {
+                    pick = j;
+                    break;
+                }
+            }
+            out[i] = pick as i64;
+        }
+        return out;
+    }
     let (sorted, idx) = probs.sort(-1, true);
     // Only the head of each sorted row can be drawn: copy up to the widest head.
     let cum = sorted.cumsum(-1, Kind::Float);
@@ -225,7 +253,6 @@ pub fn generate(
     let mask = causal
         .logical_and(&keys.to_kind(Kind::Bool).unsqueeze(1).unsqueeze(1))
         .logical_or(&eye);
-    let eos = &tok.eos_ids;
     tch::no_grad(|| -> Result<(), ModelError> {
         let hidden = model.forward(&ids, &pos, &mask, Some(&mut cache));
         let mut logits = model.logits(&hidden.narrow(1, len - 1, 1).squeeze_dim(1));
@@ -234,26 +261,8 @@ pub fn generate(
             let active: Vec<usize> = (0..rows.len()).collect();
             let next = sample(&logits, &mut rows, &active);
             for (r, &t) in next.iter().enumerate() {
-                let row = &mut rows[r];
-                if row.done.is_some() {
-                    continue;
-                }
-                row.tokens.push(t);
-                if eos.contains(&t) && !row.params.ignore_eos {
-                    row.done = Some(FinishReason::Stop);
-                } else if !row.params.stop.is_empty() {
-                    let text = tok.decode(&row.tokens, true)?;
-                    if row
-                        .params
-                        .stop
-                        .iter()
-                        .any(|s| !s.is_empty() && text.contains(s))
-                    {
-                        row.done = Some(FinishReason::Stop);
-                    }
-                }
-                if row.done.is_none() && row.tokens.len() >= row.params.max_new_tokens {
-                    row.done = Some(FinishReason::Length);
+                if rows[r].done.is_none() {
+                    push_token(tok, &mut rows[r], t)?;
                 }
             }
             if rows.iter().all(|r| r.done.is_some()) {
@@ -277,33 +286,61 @@ pub fn generate(
     })?;
     let mut out: Vec<Vec<Completion>> = vec![Vec::new(); prompts.len()];
     for row in rows {
-        let mut tokens = row.tokens;
-        let reason = row.done.unwrap_or(FinishReason::Length);
-        let mut text = tok.decode(&tokens, true)?;
-        if let Some(&last) = tokens.last()
-            && eos.contains(&last)
-            && reason == FinishReason::Stop
-        {
-            tokens.pop();
-        }
-        // Cut at the first stop string (it is not part of the completion, as in vLLM).
-        if let Some(cut) = row
+        let request = row.request;
+        out[request].push(completion(tok, row)?);
+    }
+    Ok(out)
+}
+
+/// Record the next token of a row; marks the row done on EOS, a stop string or its length.
+fn push_token(tok: &super::Tokenizer, row: &mut Row, t: i64) -> Result<(), ModelError> {
+    row.tokens.push(t);
+    if tok.eos_ids.contains(&t) && !row.params.ignore_eos {
+        row.done = Some(FinishReason::Stop);
+    } else if !row.params.stop.is_empty() {
+        let text = tok.decode(&row.tokens, true)?;
+        if row
             .params
             .stop
             .iter()
-            .filter(|s| !s.is_empty())
-            .filter_map(|s| text.find(s.as_str()))
-            .min()
+            .any(|s| !s.is_empty() && text.contains(s))
         {
-            text.truncate(cut);
+            row.done = Some(FinishReason::Stop);
         }
-        out[row.request].push(Completion {
-            text,
-            token_ids: tokens,
-            finish_reason: reason,
-        });
     }
-    Ok(out)
+    if row.done.is_none() && row.tokens.len() >= row.params.max_new_tokens {
+        row.done = Some(FinishReason::Length);
+    }
+    Ok(())
+}
+
+/// The completion of a finished row: text cut at the first stop string (not part of the
+/// completion, as in vLLM), token ids without the final EOS.
+fn completion(tok: &super::Tokenizer, row: Row) -> Result<Completion, ModelError> {
+    let mut tokens = row.tokens;
+    let reason = row.done.unwrap_or(FinishReason::Length);
+    let mut text = tok.decode(&tokens, true)?;
+    if let Some(&last) = tokens.last()
+        && tok.eos_ids.contains(&last)
+        && reason == FinishReason::Stop
+    {
+        tokens.pop();
+    }
+    if let Some(cut) = row
+        .params
+        .stop
+        .iter()
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| text.find(s.as_str()))
+        .min()
+    {
+        text.truncate(cut);
+    }
+    Ok(Completion {
+        text,
+        token_ids: tokens,
+        finish_reason: reason,
+    })
 }
 
 /// One queued request.
@@ -314,11 +351,34 @@ struct Job {
 }
 
 /// A generation engine on its own thread: concurrent tasks submit requests and the engine
-/// batches whatever is waiting (up to `max_batch_rows` sequences) into one `generate` call.
+/// decodes every running sequence together, one token per step (continuous batching: a
+/// request joins the running batch at the next step, up to `max_batch_rows` sequences, and
+/// leaves it when it ends — nobody waits for the longest neighbour).
 #[derive(Clone)]
 pub struct Engine {
     tx: std_mpsc::Sender<Job>,
     tokenizer: std::sync::Arc<super::Tokenizer>,
+    stats: std::sync::Arc<EngineStats>,
+}
+
+/// Counters of the engine loop.
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    /// Decode steps (one token for every running row).
+    pub steps: std::sync::atomic::AtomicU64,
+    /// Rows decoded, summed over steps (÷ steps = mean batch).
+    pub row_steps: std::sync::atomic::AtomicU64,
+    /// Requests admitted while other rows were mid-generation.
+    pub joined_running: std::sync::atomic::AtomicU64,
+    /// Cache re-layouts (a longer prompt, more rows or more room needed).
+    pub relayouts: std::sync::atomic::AtomicU64,
+    /// Time in prompt prefills and in decode steps, nanoseconds.
+    pub prefill_ns: std::sync::atomic::AtomicU64,
+    pub decode_ns: std::sync::atomic::AtomicU64,
+    /// Prompt tokens prefilled.
+    pub prefill_tokens: std::sync::atomic::AtomicU64,
+    /// Requests whose prompt was served from the prompt cache (no prefill).
+    pub prompt_cache_hits: std::sync::atomic::AtomicU64,
 }
 
 impl Engine {
@@ -329,52 +389,25 @@ impl Engine {
         // The engine needs its own tokenizer copy for callers (encode/render happen on their side).
         let cfg = lm.model.cfg.clone();
         let tokenizer = std::sync::Arc::new(super::Tokenizer::load(&dir, &cfg)?);
+        let stats = std::sync::Arc::new(EngineStats::default());
+        let st = stats.clone();
         std::thread::Builder::new()
             .name("spar-generate".into())
-            .spawn(move || {
-                while let Ok(first) = rx.recv() {
-                    let mut jobs = vec![first];
-                    let mut rows = jobs[0].params.n.max(1);
-                    while rows < max_batch_rows {
-                        match rx.try_recv() {
-                            Ok(j) => {
-                                rows += j.params.n.max(1);
-                                jobs.push(j);
-                            }
-                            Err(_) => break,
-                        }
-                    }
-                    let prompts: Vec<Vec<i64>> = jobs.iter().map(|j| j.prompt.clone()).collect();
-                    let params: Vec<SamplingParams> =
-                        jobs.iter().map(|j| j.params.clone()).collect();
-                    match generate(&lm, &prompts, &params) {
-                        Ok(outs) => {
-                            for (job, out) in jobs.into_iter().zip(outs) {
-                                let _ = job.reply.send(Ok(out));
-                            }
-                        }
-                        Err(e) => {
-                            // One bad request must not fail its batch neighbours: retry alone.
-                            for job in jobs {
-                                let r = generate(
-                                    &lm,
-                                    std::slice::from_ref(&job.prompt),
-                                    std::slice::from_ref(&job.params),
-                                )
-                                .map(|mut o| o.pop().unwrap_or_default())
-                                .map_err(|_| e.to_string());
-                                let _ = job.reply.send(r);
-                            }
-                        }
-                    }
-                }
-            })
+            .spawn(move || tch::no_grad(|| serve(&lm, &rx, max_batch_rows, &st)))
             .map_err(|e| ModelError::Input(format!("cannot start the generation thread: {e}")))?;
-        Ok(Self { tx, tokenizer })
+        Ok(Self {
+            tx,
+            tokenizer,
+            stats,
+        })
     }
 
     pub fn tokenizer(&self) -> &super::Tokenizer {
         &self.tokenizer
+    }
+
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
     }
 
     /// Generate for token ids.
@@ -405,6 +438,411 @@ impl Engine {
         let ids = self.tokenizer.encode_chat(messages, true)?;
         self.submit(ids, params).await
     }
+}
+
+/// Prefilled prompts kept for reuse: a request whose prompt equals a recent one (sibling
+/// refinements of a tree node, a retried refinement, a re-voted judgment) skips its prefill.
+/// Only exact matches are reused, with the very keys, values and logits computed before, so
+/// results stay bitwise independent of what was served earlier.
+struct PromptCache {
+    entries: std::collections::VecDeque<(Vec<i64>, std::rc::Rc<(super::llama::KvCache, Tensor)>)>,
+    tokens: usize,
+    max_tokens: usize,
+}
+
+impl PromptCache {
+    fn get(&mut self, p: &[i64]) -> Option<std::rc::Rc<(super::llama::KvCache, Tensor)>> {
+        let i = self.entries.iter().position(|(k, _)| k.as_slice() == p)?;
+        let e = self.entries.remove(i)?;
+        let v = e.1.clone();
+        self.entries.push_back(e);
+        Some(v)
+    }
+
+    fn put(&mut self, p: Vec<i64>, v: std::rc::Rc<(super::llama::KvCache, Tensor)>) {
+        if p.len() > self.max_tokens {
+            return;
+        }
+        self.tokens += p.len();
+        self.entries.push_back((p, v));
+        while self.tokens > self.max_tokens {
+            let Some((k, _)) = self.entries.pop_front() else {
+                break;
+            };
+            self.tokens -= k.len();
+        }
+    }
+}
+
+/// A request being served.
+struct Served {
+    job: Job,
+    rows: Vec<Option<Completion>>,
+    left: usize,
+    failed: bool,
+}
+
+/// Per-slot bookkeeping of the running batch.
+struct Slot {
+    served: usize,
+    sample: usize,
+    /// First cache column this row attends to.
+    first_col: i64,
+    /// Position (RoPE) of the token fed at the next step.
+    pos: i64,
+    next: i64,
+}
+
+/// The engine loop: admit waiting requests (prefill each prompt once, its `n` samples share
+/// the prefix), then decode one token for every running row, finish rows, reply, repeat.
+/// Each row's tokens depend only on its prompt, its parameters and its seed.
+fn serve(lm: &LoadedModel, rx: &std_mpsc::Receiver<Job>, max_rows: usize, st: &EngineStats) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let model = &lm.model;
+    let tok = &lm.tokenizer;
+    let dev = model.device();
+    let ctx = model.cfg.max_position_embeddings as i64;
+    let mut queue: std::collections::VecDeque<Job> = Default::default();
+    let mut served: std::collections::HashMap<usize, Served> = Default::default();
+    let mut next_id = 0usize;
+    let mut rows: Vec<Row> = Vec::new();
+    let mut slots: Vec<Option<Slot>> = Vec::new();
+    let mut cache: Option<super::llama::KvCache> = None;
+    let mut prompts = PromptCache {
+        entries: Default::default(),
+        tokens: 0,
+        max_tokens: 8192,
+    };
+    let mut open = true;
+    loop {
+        let live = slots.iter().filter(|s| s.is_some()).count();
+        if live == 0 && queue.is_empty() {
+            // Idle: free the cache and wait.
+            rows.clear();
+            slots.clear();
+            cache = None;
+            if !open {
+                return;
+            }
+            match rx.recv() {
+                Ok(j) => queue.push_back(j),
+                Err(_) => return,
+            }
+        }
+        while open {
+            match rx.try_recv() {
+                Ok(j) => queue.push_back(j),
+                Err(std_mpsc::TryRecvError::Empty) => break,
+                Err(std_mpsc::TryRecvError::Disconnected) => open = false,
+            }
+        }
+        // Admit what fits.
+        let mut live = slots.iter().filter(|s| s.is_some()).count();
+        while let Some(job) = queue.front() {
+            let n = job.params.n.max(1);
+            if live > 0 && live + n > max_rows {
+                break;
+            }
+            let job = queue.pop_front().expect("front exists");
+            let id = next_id;
+            next_id += 1;
+            if live > 0 {
+                st.joined_running.fetch_add(1, Relaxed);
+            }
+            let t0 = std::time::Instant::now();
+            let admitted = admit(
+                lm,
+                job,
+                id,
+                (&mut rows, &mut slots, &mut cache),
+                &mut prompts,
+                ctx,
+                st,
+            );
+            st.prefill_ns
+                .fetch_add(t0.elapsed().as_nanos() as u64, Relaxed);
+            match admitted {
+                Ok(Some(s)) => {
+                    live += s.left;
+                    served.insert(id, s);
+                }
+                Ok(None) => {}
+                Err((job, e)) => {
+                    let _ = job.reply.send(Err(e.to_string()));
+                }
+            }
+        }
+        if live == 0 {
+            continue;
+        }
+        let t0 = std::time::Instant::now();
+        let c = cache.as_mut().expect("a running batch has a cache");
+        // One decode step for every slot; dead slots feed a pad token nothing reads.
+        let b = slots.len() as i64;
+        let end = c.len;
+        let mut ids = Vec::with_capacity(slots.len());
+        let mut pos = Vec::with_capacity(slots.len());
+        let mut first = Vec::with_capacity(slots.len());
+        for s in &slots {
+            match s {
+                Some(s) => {
+                    ids.push(s.next);
+                    pos.push(s.pos);
+                    first.push(s.first_col);
+                }
+                None => {
+                    ids.push(tok.pad_id);
+                    pos.push(0);
+                    first.push(end);
+                }
+            }
+        }
+        let cols = Tensor::arange_start(c.start, end + 1, (Kind::Int64, dev));
+        let first_t = Tensor::from_slice(&first).to_device(dev).unsqueeze(1);
+        let mask = cols
+            .unsqueeze(0)
+            .ge_tensor(&first_t)
+            .view([b, 1, 1, end + 1 - c.start]);
+        let hidden = model.forward(
+            &Tensor::from_slice(&ids).view([b, 1]).to_device(dev),
+            &Tensor::from_slice(&pos).view([b, 1]).to_device(dev),
+            &mask,
+            Some(c),
+        );
+        let active: Vec<usize> = (0..slots.len()).filter(|&i| slots[i].is_some()).collect();
+        let mut logits = model.logits(&hidden.squeeze_dim(1));
+        if active.len() < slots.len() {
+            let idx: Vec<i64> = active.iter().map(|&i| i as i64).collect();
+            logits = logits.index_select(0, &Tensor::from_slice(&idx).to_device(dev));
+        }
+        let next = sample(&logits, &mut rows, &active);
+        st.steps.fetch_add(1, Relaxed);
+        st.decode_ns
+            .fetch_add(t0.elapsed().as_nanos() as u64, Relaxed);
+        st.row_steps.fetch_add(active.len() as u64, Relaxed);
+        for (k, &i) in active.iter().enumerate() {
+            let t = next[k];
+            let res = push_token(tok, &mut rows[i], t);
+            let slot = slots[i].as_mut().expect("active");
+            slot.next = t;
+            slot.pos += 1;
+            if res.is_err() || rows[i].done.is_some() {
+                let s = slots[i].take().expect("active");
+                let row = std::mem::replace(&mut rows[i], dead_row());
+                finish(tok, &mut served, s.served, s.sample, row, res.err());
+            }
+        }
+        // Columns no live row reads any more are skipped by attention.
+        if let Some(m) = slots.iter().flatten().map(|s| s.first_col).min() {
+            c.start = m.min(c.len);
+        }
+    }
+}
+
+fn dead_row() -> Row {
+    Row {
+        request: 0,
+        params: SamplingParams::default(),
+        rng: Rng(0),
+        tokens: Vec::new(),
+        done: Some(FinishReason::Stop),
+    }
+}
+
+/// Store a finished row's completion; reply when the request's last row is done.
+fn finish(
+    tok: &super::Tokenizer,
+    served: &mut std::collections::HashMap<usize, Served>,
+    id: usize,
+    sample: usize,
+    row: Row,
+    err: Option<ModelError>,
+) {
+    let Some(s) = served.get_mut(&id) else {
+        return;
+    };
+    match err.map_or_else(|| completion(tok, row), Err) {
+        Ok(c) => s.rows[sample] = Some(c),
+        Err(_) => s.failed = true,
+    }
+    s.left -= 1;
+    if s.left == 0 {
+        let s = served.remove(&id).expect("present");
+        let reply = if s.failed {
+            Err("decoding the completion failed".to_string())
+        } else {
+            Ok(s.rows.into_iter().flatten().collect())
+        };
+        let _ = s.job.reply.send(reply);
+    }
+}
+
+/// Prefill one request and give its rows slots in the running batch (their prompt keys end
+/// at the batch's current column, so every row writes its next key at the same column).
+/// `Ok(None)`: the request finished at once and has been answered.
+#[allow(clippy::type_complexity)]
+fn admit(
+    lm: &LoadedModel,
+    job: Job,
+    id: usize,
+    (rows, slots, cache): (
+        &mut Vec<Row>,
+        &mut Vec<Option<Slot>>,
+        &mut Option<super::llama::KvCache>,
+    ),
+    prompts: &mut PromptCache,
+    ctx: i64,
+    st: &EngineStats,
+) -> Result<Option<Served>, (Job, ModelError)> {
+    let model = &lm.model;
+    let tok = &lm.tokenizer;
+    let dev = model.device();
+    let p = &job.prompt;
+    let sp = job.params.clone();
+    let l = p.len() as i64;
+    if p.is_empty() {
+        return Err((job, ModelError::Input("the prompt is empty".into())));
+    }
+    if l + sp.max_new_tokens as i64 > ctx {
+        let e = ModelError::Input(format!(
+            "the prompt has {l} tokens; with max_new_tokens {} it exceeds the context of {ctx}",
+            sp.max_new_tokens
+        ));
+        return Err((job, e));
+    }
+    let n = sp.n.max(1);
+    let mut fresh: Vec<Row> = (0..n)
+        .map(|s| Row {
+            request: 0,
+            params: sp.clone(),
+            rng: Rng(seed_for(sp.seed, s)),
+            tokens: Vec::new(),
+            done: (sp.max_new_tokens == 0).then_some(FinishReason::Length),
+        })
+        .collect();
+    let prefilled = match prompts.get(p) {
+        Some(hit) => {
+            st.prompt_cache_hits
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            hit
+        }
+        None => {
+            st.prefill_tokens
+                .fetch_add(l as u64, std::sync::atomic::Ordering::Relaxed);
+            let mut pre = model.new_cache(1, l);
+            let ids = Tensor::from_slice(p).view([1, l]).to_device(dev);
+            let pos = Tensor::arange(l, (Kind::Int64, dev)).unsqueeze(0);
+            let mask = Tensor::ones([l, l], (Kind::Bool, dev))
+                .tril(0)
+                .view([1, 1, l, l]);
+            let hidden = model.forward(&ids, &pos, &mask, Some(&mut pre));
+            let last = model.logits(&hidden.narrow(1, l - 1, 1).squeeze_dim(1));
+            let v = std::rc::Rc::new((pre, last));
+            prompts.put(p.clone(), v.clone());
+            v
+        }
+    };
+    let pre = &prefilled.0;
+    let logits = prefilled.1.expand([n as i64, -1], false);
+    if sp.max_new_tokens > 0 {
+        let all: Vec<usize> = (0..n).collect();
+        let first = sample(&logits, &mut fresh, &all);
+        for (r, &t) in first.iter().enumerate() {
+            if let Err(e) = push_token(tok, &mut fresh[r], t) {
+                return Err((job, e));
+            }
+        }
+    }
+    let mut s = Served {
+        job,
+        rows: vec![None; n],
+        left: n,
+        failed: false,
+    };
+    let mut going = Vec::new();
+    for (k, row) in fresh.into_iter().enumerate() {
+        if row.done.is_some() {
+            match completion(tok, row) {
+                Ok(c) => s.rows[k] = Some(c),
+                Err(_) => s.failed = true,
+            }
+            s.left -= 1;
+        } else {
+            going.push((k, row));
+        }
+    }
+    if going.is_empty() {
+        let reply = if s.failed {
+            Err("decoding the completion failed".to_string())
+        } else {
+            Ok(s.rows.into_iter().flatten().collect())
+        };
+        let _ = s.job.reply.send(reply);
+        return Ok(None);
+    }
+    // Slots: dead ones first, then new ones.
+    let free: Vec<usize> = (0..slots.len()).filter(|&i| slots[i].is_none()).collect();
+    let grow = going.len().saturating_sub(free.len());
+    let need_tokens = |r: &Row| (r.params.max_new_tokens - r.tokens.len()) as i64 + 1;
+    let remaining = rows
+        .iter()
+        .zip(slots.iter())
+        .filter(|(_, s)| s.is_some())
+        .map(|(r, _)| need_tokens(r))
+        .chain(going.iter().map(|(_, r)| need_tokens(r)))
+        .max()
+        .unwrap_or(0);
+    let c = match cache {
+        Some(c) => {
+            let at = c.len - l;
+            if grow > 0 || at < 0 || c.len + remaining > c.capacity {
+                // A new layout: room for the prompt on the left, the longest remaining
+                // generation on the right, and the extra rows.
+                let w = c.len - c.start;
+                let new_end = w.max(l);
+                let shift = new_end - c.len;
+                let batch = slots.len() as i64 + grow as i64;
+                c.relayout(batch, new_end + remaining + 64, new_end - w);
+                st.relayouts
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                for s in slots.iter_mut().flatten() {
+                    s.first_col += shift;
+                }
+            }
+            c
+        }
+        None => cache.insert(model.new_cache(going.len() as i64, l + remaining + 64)),
+    };
+    if c.len == 0 {
+        c.len = l;
+        c.start = 0;
+    }
+    let at = c.len - l;
+    c.start = c.start.min(at);
+    let mut placed = Vec::new();
+    let mut free = free.into_iter();
+    for (k, row) in going {
+        let i = match free.next() {
+            Some(i) => i,
+            None => {
+                slots.push(None);
+                rows.push(dead_row());
+                slots.len() - 1
+            }
+        };
+        let next = *row.tokens.last().expect("one token sampled");
+        rows[i] = row;
+        slots[i] = Some(Slot {
+            served: id,
+            sample: k,
+            first_col: at,
+            pos: l,
+            next,
+        });
+        placed.push(i as i64);
+    }
+    c.place(&placed, pre, l, at);
+    Ok(Some(s))
 }
 
 #[cfg(test)]
@@ -572,5 +1010,63 @@ mod tests {
         for (i, h) in handles.into_iter().enumerate() {
             assert_eq!(h.await.unwrap().unwrap(), expected[i][0], "request {i}");
         }
+    }
+
+    /// Continuous batching: requests of different lengths arrive while others decode, rows
+    /// end at different steps (slots are reused, the cache is re-laid out for a long prompt
+    /// and for more rows), and every request still gets exactly what it gets alone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn engine_rows_join_and_leave_a_running_batch() {
+        let lm = tiny();
+        let reqs: Vec<(Vec<i64>, SamplingParams)> = (0..10)
+            .map(|i| {
+                let words: Vec<usize> = (0..(1 + (i * 7) % 13)).map(|k| 3 + (k + i) % 60).collect();
+                let p = SamplingParams {
+                    n: 1 + i % 3,
+                    temperature: if i % 2 == 0 { 0.0 } else { 0.9 },
+                    top_p: 0.95,
+                    max_new_tokens: 3 + (i * 5) % 17,
+                    seed: Some(100 + i as u64),
+                    ..Default::default()
+                };
+                (prompt(&lm, &words), p)
+            })
+            .collect();
+        // The same prompt again with another seed: served from the prompt cache.
+        let mut reqs = reqs;
+        let mut again = reqs[3].clone();
+        again.1.seed = Some(7);
+        reqs.push(again);
+        let expected: Vec<_> = reqs
+            .iter()
+            .map(|(pr, p)| {
+                generate(&lm, std::slice::from_ref(pr), std::slice::from_ref(p))
+                    .unwrap()
+                    .remove(0)
+            })
+            .collect();
+        let engine = Engine::start(lm, 8).unwrap();
+        let handles: Vec<_> = reqs
+            .into_iter()
+            .enumerate()
+            .map(|(i, (pr, p))| {
+                let e = engine.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(2 * i as u64)).await;
+                    e.submit(pr, p).await
+                })
+            })
+            .collect();
+        for (i, h) in handles.into_iter().enumerate() {
+            let got = h.await.unwrap().unwrap();
+            let ids: Vec<_> = got.iter().map(|c| c.token_ids.clone()).collect();
+            let want: Vec<_> = expected[i].iter().map(|c| c.token_ids.clone()).collect();
+            assert_eq!(ids, want, "request {i}");
+        }
+        let st = engine.stats();
+        use std::sync::atomic::Ordering::Relaxed;
+        assert!(st.joined_running.load(Relaxed) > 0, "{st:?}");
+        assert!(st.relayouts.load(Relaxed) > 0, "{st:?}");
+        assert!(st.prompt_cache_hits.load(Relaxed) > 0, "{st:?}");
     }
 }

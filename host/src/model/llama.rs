@@ -59,9 +59,57 @@ struct Layer {
 pub struct KvCache {
     k: Vec<Tensor>,
     v: Vec<Tensor>,
-    /// Positions filled so far.
+    /// Columns filled so far; a forward step writes at `len`.
     pub len: i64,
     pub capacity: i64,
+    /// First column attention reads (columns before it are dead for every row); the mask's
+    /// key dimension covers `start..len + T`.
+    pub start: i64,
+}
+
+impl KvCache {
+    pub fn batch(&self) -> i64 {
+        self.k.first().map_or(0, |k| k.size()[0])
+    }
+
+    /// Copy the first `cols` columns of batch row 0 of `src` (a prefilled prompt) into the
+    /// rows `slots` of this cache at columns `at..at + cols`.
+    pub fn place(&mut self, slots: &[i64], src: &KvCache, cols: i64, at: i64) {
+        let idx = Tensor::from_slice(slots).to_device(self.k[0].device());
+        let n = slots.len() as i64;
+        for (dst, from) in self
+            .k
+            .iter_mut()
+            .zip(&src.k)
+            .chain(self.v.iter_mut().zip(&src.v))
+        {
+            let s = from.narrow(0, 0, 1).narrow(2, 0, cols);
+            let sz = s.size();
+            let s = s.expand([n, sz[1], sz[2], sz[3]], false);
+            let _ = dst.narrow(2, at, cols).index_copy_(0, &idx, &s);
+        }
+    }
+
+    /// A new layout: `batch` rows (the existing ones first), `capacity` columns, the live
+    /// window `start..len` moved to begin at column `to`.
+    pub fn relayout(&mut self, batch: i64, capacity: i64, to: i64) {
+        let w = self.len - self.start;
+        assert!(to + w <= capacity, "the window fits the new capacity");
+        for t in self.k.iter_mut().chain(self.v.iter_mut()) {
+            let sz = t.size();
+            let fresh = Tensor::zeros([batch, sz[1], capacity, sz[3]], (t.kind(), t.device()));
+            if w > 0 {
+                fresh
+                    .narrow(0, 0, sz[0])
+                    .narrow(2, to, w)
+                    .copy_(&t.narrow(2, self.start, w));
+            }
+            *t = fresh;
+        }
+        self.start = to;
+        self.len = to + w;
+        self.capacity = capacity;
+    }
 }
 
 /// Concatenated projections for inference: one matmul for q/k/v and one for gate/up.
@@ -259,13 +307,14 @@ impl Llama {
                 .collect(),
             len: 0,
             capacity,
+            start: 0,
         }
     }
 
     /// Hidden states after the final norm, `[B, T, H]`.
     ///
     /// `pos` are the RoPE positions `[B, T]`; `mask` is a boolean `[B, 1, T, S]` of which keys
-    /// each query may see (S = past + T with a cache, else T). With a cache, keys and values
+    /// each query may see (S = past − start + T with a cache, else T). With a cache, keys and values
     /// of these T positions are written at `cache.len..cache.len + T`.
     pub fn forward(
         &self,
@@ -324,7 +373,11 @@ impl Llama {
                 Some(c) => {
                     c.k[l].narrow(2, past, t).copy_(&k);
                     c.v[l].narrow(2, past, t).copy_(&v);
-                    (c.k[l].narrow(2, 0, past + t), c.v[l].narrow(2, 0, past + t))
+                    let s0 = c.start;
+                    (
+                        c.k[l].narrow(2, s0, past + t - s0),
+                        c.v[l].narrow(2, s0, past + t - s0),
+                    )
                 }
                 None => (k, v),
             };

@@ -937,8 +937,10 @@ impl Ctx {
             s.seconds += started.elapsed().as_secs_f64();
         }
         s.done = true;
+        // JSON has no NaN (a resumed training that had no step left reports no loss).
         s.counts = counts
             .iter()
+            .filter(|(_, v)| v.is_finite())
             .map(|(k, v)| (k.as_ref().to_string(), *v))
             .collect();
         self.save_manifest()
@@ -1258,7 +1260,7 @@ impl Ctx {
         };
         write_atomic(
             &marker,
-            &json!({"model": model_out, "counts": counts.iter().map(|(k, v)| (k.to_string(), *v)).collect::<BTreeMap<_, _>>()})
+            &json!({"model": model_out, "counts": counts.iter().filter(|(_, v)| v.is_finite()).map(|(k, v)| (k.to_string(), *v)).collect::<BTreeMap<_, _>>()})
                 .to_string(),
         )?;
         self.finish_stage(t, stage, started, &counts)?;
