@@ -145,7 +145,11 @@ fn one_iteration_through_every_stage_and_resume_after_kills() {
     // Every stage did real work.
     let samples = lines(&a.join("iter-1/samples.jsonl"));
     assert_eq!(samples.len(), 6);
-    assert!(samples.iter().all(|s| s["responses"].as_array().unwrap().len() == 4));
+    assert!(
+        samples
+            .iter()
+            .all(|s| s["responses"].as_array().unwrap().len() == 4)
+    );
     let judgments = lines(&a.join("iter-1/judgments.jsonl"));
     let judged: Vec<&serde_json::Value> = judgments
         .iter()
@@ -170,7 +174,10 @@ fn one_iteration_through_every_stage_and_resume_after_kills() {
         .sum();
     assert!(nodes > trees.len(), "trees grew beyond their roots");
     let pairs = lines(&a.join("iter-1/pairs.jsonl"));
-    assert!(!pairs.is_empty(), "some trees found a refinement that passes");
+    assert!(
+        !pairs.is_empty(),
+        "some trees found a refinement that passes"
+    );
     for p in &pairs {
         let t = trees.iter().find(|t| t["idx"] == p["idx"]).unwrap();
         let o = &t["outcome"];

@@ -414,8 +414,7 @@ pub async fn search(
         Ok(p)
     };
     let strategy =
-        SearchStrategy::from_plugin(load(&cfg.plugins.search, PluginKind::SearchStrategy)?)
-            .await?;
+        SearchStrategy::from_plugin(load(&cfg.plugins.search, PluginKind::SearchStrategy)?).await?;
     let prompts_plugin = load(&cfg.plugins.prompts, PluginKind::JudgePrompts)?;
     let checkers = cfg
         .plugins
@@ -434,7 +433,8 @@ pub async fn search(
         Ok(Engine::start(lm, cfg.max_batch_rows)?)
     };
     let engine = fresh()?;
-    // Roots: the greedy answer to each prompt, with the checkers' critique (or a fixed one).
+    // Roots: a sampled answer per tree (distinct even where prompts repeat), with the
+    // checkers' critique (or a fixed one).
     let rows: Vec<_> = (0..trees).map(|i| pool[i % pool.len()].clone()).collect();
     let mut roots = Vec::new();
     for (k, p) in rows.iter().enumerate() {
@@ -442,7 +442,10 @@ pub async fn search(
             .chat(
                 &[ChatMessage::new("user", &p.prompt)],
                 SamplingParams {
+                    temperature: cfg.sample.temperature,
+                    top_p: cfg.sample.top_p,
                     max_new_tokens: cfg.sample.max_new_tokens,
+                    seed: Some(k as u64),
                     ..SamplingParams::default()
                 },
             )

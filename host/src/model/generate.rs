@@ -113,8 +113,8 @@ fn sample(logits: &Tensor, rows: &mut [Row], active: &[usize]) -> Vec<i64> {
         p.temperature <= 0.0 || (p.top_p >= 1.0 && p.top_k == 0)
     }) {
         let vocab = probs.size()[1] as usize;
-        let all: Vec<f32> = Vec::<f32>::try_from(probs.to_device(Device::Cpu).flatten(0, 1))
-            .expect("probs");
+        let all: Vec<f32> =
+            Vec::<f32>::try_from(probs.to_device(Device::Cpu).flatten(0, 1)).expect("probs");
         let mut out = greedy;
         for (i, &r) in active.iter().enumerate() {
             if rows[r].params.temperature <= 0.0 {
@@ -444,14 +444,17 @@ impl Engine {
 /// refinements of a tree node, a retried refinement, a re-voted judgment) skips its prefill.
 /// Only exact matches are reused, with the very keys, values and logits computed before, so
 /// results stay bitwise independent of what was served earlier.
+/// A prefilled prompt: its keys and values, and the logits of its last position.
+type Prefilled = std::rc::Rc<(super::llama::KvCache, Tensor)>;
+
 struct PromptCache {
-    entries: std::collections::VecDeque<(Vec<i64>, std::rc::Rc<(super::llama::KvCache, Tensor)>)>,
+    entries: std::collections::VecDeque<(Vec<i64>, Prefilled)>,
     tokens: usize,
     max_tokens: usize,
 }
 
 impl PromptCache {
-    fn get(&mut self, p: &[i64]) -> Option<std::rc::Rc<(super::llama::KvCache, Tensor)>> {
+    fn get(&mut self, p: &[i64]) -> Option<Prefilled> {
         let i = self.entries.iter().position(|(k, _)| k.as_slice() == p)?;
         let e = self.entries.remove(i)?;
         let v = e.1.clone();
@@ -459,7 +462,7 @@ impl PromptCache {
         Some(v)
     }
 
-    fn put(&mut self, p: Vec<i64>, v: std::rc::Rc<(super::llama::KvCache, Tensor)>) {
+    fn put(&mut self, p: Vec<i64>, v: Prefilled) {
         if p.len() > self.max_tokens {
             return;
         }
@@ -680,7 +683,7 @@ fn finish(
 /// Prefill one request and give its rows slots in the running batch (their prompt keys end
 /// at the batch's current column, so every row writes its next key at the same column).
 /// `Ok(None)`: the request finished at once and has been answered.
-#[allow(clippy::type_complexity)]
+#[allow(clippy::type_complexity, clippy::result_large_err)]
 fn admit(
     lm: &LoadedModel,
     job: Job,

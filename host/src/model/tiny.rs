@@ -59,8 +59,10 @@ pub fn write_tiny_model_with(
         .collect();
     for (k, p) in phrases.iter().enumerate() {
         v.insert((*p).into(), (vocab + k).into());
-        added.push(serde_json::json!({"id": vocab + k, "content": p, "single_word": false,
-            "lstrip": false, "rstrip": false, "normalized": false, "special": false}));
+        added.push(
+            serde_json::json!({"id": vocab + k, "content": p, "single_word": false,
+            "lstrip": false, "rstrip": false, "normalized": false, "special": false}),
+        );
     }
     let tokenizer = serde_json::json!({
         "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,

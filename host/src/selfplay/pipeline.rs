@@ -44,7 +44,7 @@ use crate::plugin::types::Message;
 use crate::plugin::{Plugin, PluginHost, PluginKind};
 use crate::selfplay::judge::{Constraints, ModelSearchHost, ValueMode, VoteConfig, judge_response};
 use crate::selfplay::tree::critique_pools;
-use crate::train::trainer::{Objective, TrainConfig, set_override, train};
+use crate::train::trainer::{Objective, TrainConfig, read_toml, train};
 
 // ---------------------------------------------------------------------------------------
 // Configuration
@@ -268,18 +268,7 @@ fn d_refiner_train() -> toml::Table {
 impl RunConfig {
     /// Read TOML and apply `key=value` overrides (dotted keys reach into tables).
     pub fn load(path: &Path, overrides: &[String]) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        let mut table: toml::Table = toml::from_str(&text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|s| text[..s.start].matches('\n').count() + 1)
-                .unwrap_or(0);
-            anyhow::anyhow!("{}:{line}: {}", path.display(), e.message())
-        })?;
-        for o in overrides {
-            set_override(&mut table, o)?;
-        }
+        let table = read_toml(path, overrides)?;
         let cfg: RunConfig = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| anyhow::anyhow!("{}: {}", path.display(), e.message()))?;
@@ -295,10 +284,20 @@ impl RunConfig {
             bail!("{origin}: max_batch_rows and concurrency must be at least 1");
         }
         // The training tables must make valid training configs.
-        self.train_config(Objective::Dpo, Path::new("m"), Path::new("d"), Path::new("o"))
-            .with_context(|| format!("{origin}: [actor_train]"))?;
-        self.train_config(Objective::Sft, Path::new("m"), Path::new("d"), Path::new("o"))
-            .with_context(|| format!("{origin}: [refiner_train]"))?;
+        self.train_config(
+            Objective::Dpo,
+            Path::new("m"),
+            Path::new("d"),
+            Path::new("o"),
+        )
+        .with_context(|| format!("{origin}: [actor_train]"))?;
+        self.train_config(
+            Objective::Sft,
+            Path::new("m"),
+            Path::new("d"),
+            Path::new("o"),
+        )
+        .with_context(|| format!("{origin}: [refiner_train]"))?;
         Ok(())
     }
 
@@ -666,21 +665,16 @@ where
 pub trait HasIdx {
     fn idx(&self) -> usize;
 }
-impl HasIdx for SampleRec {
-    fn idx(&self) -> usize {
-        self.idx
-    }
+macro_rules! has_idx {
+    ($($t:ty),*) => {$(
+        impl HasIdx for $t {
+            fn idx(&self) -> usize {
+                self.idx
+            }
+        }
+    )*};
 }
-impl HasIdx for JudgeRec {
-    fn idx(&self) -> usize {
-        self.idx
-    }
-}
-impl HasIdx for TreeRec {
-    fn idx(&self) -> usize {
-        self.idx
-    }
-}
+has_idx!(SampleRec, JudgeRec, TreeRec);
 
 // ---------------------------------------------------------------------------------------
 // Manifest
@@ -1018,8 +1012,7 @@ impl Ctx {
             // sample
             let started = Instant::now();
             let sample = self.cfg.sample.clone();
-            let units: Vec<(usize, PromptRow)> =
-                slice.iter().map(|p| (p.idx, p.clone())).collect();
+            let units: Vec<(usize, PromptRow)> = slice.iter().map(|p| (p.idx, p.clone())).collect();
             let eng = actor_engine.clone();
             let samples = item_stage(
                 "sample",
@@ -1138,7 +1131,11 @@ impl Ctx {
                 self.checker_plugins.clone(),
                 self.search.clone(),
             );
-            let (vote, mode, search) = (self.cfg.judge.clone(), self.cfg.value, self.cfg.search.clone());
+            let (vote, mode, search) = (
+                self.cfg.judge.clone(),
+                self.cfg.value,
+                self.cfg.search.clone(),
+            );
             let trees = item_stage(
                 "search",
                 &dir.join("trees.jsonl"),
@@ -1155,7 +1152,15 @@ impl Ctx {
                     );
                     async move {
                         search_tree(
-                            eng, plugin, &checkers, strategy, mode, vote, &search, &p, &root,
+                            eng,
+                            plugin,
+                            &checkers,
+                            strategy,
+                            mode,
+                            vote,
+                            &search,
+                            &p,
+                            &root,
                             derive(seed, &[S_SEARCH, i as u64]),
                         )
                         .await
@@ -1202,10 +1207,26 @@ impl Ctx {
 
         // train-actor: DPO + SFT against the frozen actor of this iteration.
         let new_actor = self
-            .train_stage(t, &dir, "train-actor", Objective::Dpo, actor, "pairs.jsonl", "actor")
+            .train_stage(
+                t,
+                &dir,
+                "train-actor",
+                Objective::Dpo,
+                actor,
+                "pairs.jsonl",
+                "actor",
+            )
             .await?;
         let new_refiner = self
-            .train_stage(t, &dir, "train-refiner", Objective::Sft, refiner, "rft.jsonl", "refiner")
+            .train_stage(
+                t,
+                &dir,
+                "train-refiner",
+                Objective::Sft,
+                refiner,
+                "rft.jsonl",
+                "refiner",
+            )
             .await?;
         Ok((new_actor, new_refiner))
     }
@@ -1225,9 +1246,9 @@ impl Ctx {
         if marker.exists() {
             let v: Value = serde_json::from_str(&std::fs::read_to_string(&marker)?)
                 .with_context(|| format!("{}: not JSON", marker.display()))?;
-            let m = v["model"].as_str().with_context(|| {
-                format!("{}: no `model`", marker.display())
-            })?;
+            let m = v["model"]
+                .as_str()
+                .with_context(|| format!("{}: no `model`", marker.display()))?;
             if !self.stage_done(t, stage) {
                 self.finish_stage::<&str>(t, stage, Instant::now(), &[])?;
             }
@@ -1240,7 +1261,9 @@ impl Ctx {
             eprintln!("{stage}: no training data this iteration; the model stays as it is");
             (model.to_path_buf(), vec![("records", 0.0)])
         } else {
-            let cfg = self.cfg.train_config(objective, model, &data, &dir.join(out))?;
+            let cfg = self
+                .cfg
+                .train_config(objective, model, &data, &dir.join(out))?;
             let stop = std::env::var("SPAR_ABORT_AT")
                 .ok()
                 .and_then(|v| v.strip_prefix(&format!("{stage}:"))?.parse::<usize>().ok());
@@ -1297,7 +1320,10 @@ impl Ctx {
             let Some(o) = &tree.outcome else { continue };
             let p = &by_idx[&tree.idx].prompt;
             let fin = &o.nodes[o.final_node as usize];
-            if o.found && fin.value > end_gate && fin.parent.is_some() {
+            if o.found
+                && fin.value > end_gate
+                && let Some(parent) = fin.parent
+            {
                 let root = roots_by[&tree.idx];
                 pairs.push(json!({
                     "idx": tree.idx,
@@ -1305,7 +1331,7 @@ impl Ctx {
                     "chosen": [{"role": "assistant", "content": fin.response}],
                     "rejected": [{"role": "assistant", "content": root.text}],
                 }));
-                let parent: &Node = &o.nodes[fin.parent.expect("checked") as usize];
+                let parent: &Node = &o.nodes[parent as usize];
                 let mut msgs = chat_of(
                     prompts
                         .refine_messages(p, &parent.response, &parent.critique)
@@ -1689,7 +1715,11 @@ mod tests {
         .unwrap();
         let e = read_prompts(&p).unwrap_err().to_string();
         assert!(e.contains("p.jsonl:3") && e.contains("not a string"), "{e}");
-        std::fs::write(&p, "{\"prompt\": \"a\", \"instruction_id_list\": [\"x\"], \"kwargs\": [{\"n\": null}]}\n").unwrap();
+        std::fs::write(
+            &p,
+            "{\"prompt\": \"a\", \"instruction_id_list\": [\"x\"], \"kwargs\": [{\"n\": null}]}\n",
+        )
+        .unwrap();
         let rows = read_prompts(&p).unwrap();
         assert!(rows[0].kwargs[0].is_empty(), "null kwargs are dropped");
         std::fs::remove_dir_all(&dir).unwrap();

@@ -127,19 +127,7 @@ fn d_dtype() -> String {
 impl TrainConfig {
     /// Read TOML, apply `key=value` overrides (values in TOML syntax; bare strings allowed).
     pub fn load(path: &Path, overrides: &[String]) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        let mut table: toml::Table = toml::from_str(&text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|s| text[..s.start].matches('\n').count() + 1)
-                .unwrap_or(0);
-            anyhow::anyhow!("{}:{line}: {}", path.display(), e.message())
-        })?;
-        for o in overrides {
-            set_override(&mut table, o)?;
-        }
-        Self::from_table(table, &path.display().to_string())
+        Self::from_table(read_toml(path, overrides)?, &path.display().to_string())
     }
 
     /// Build from a TOML table; `origin` names it in errors.
@@ -159,6 +147,23 @@ impl TrainConfig {
         }
         Ok(cfg)
     }
+}
+
+/// A TOML file as a table (a syntax error names `file:line`), with `key=value` overrides.
+pub fn read_toml(path: &Path, overrides: &[String]) -> anyhow::Result<toml::Table> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut table: toml::Table = toml::from_str(&text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|s| text[..s.start].matches('\n').count() + 1)
+            .unwrap_or(0);
+        anyhow::anyhow!("{}:{line}: {}", path.display(), e.message())
+    })?;
+    for o in overrides {
+        set_override(&mut table, o)?;
+    }
+    Ok(table)
 }
 
 /// Apply one `key=value` override (a dotted key reaches into tables; the value in TOML
