@@ -1726,6 +1726,33 @@ mod tests {
     }
 
     #[test]
+    fn shipped_configs_load_and_overrides_reach_tables() {
+        let root = crate::plugin::repo_root();
+        let paper = RunConfig::load(&root.join("configs/spar.toml"), &[]).unwrap();
+        assert_eq!(
+            (paper.sample.n, paper.judge.k, paper.search.budget),
+            (5, 5, 15)
+        );
+        assert_eq!(paper.actor_train["lr"].as_float(), Some(2e-7));
+        let demo = RunConfig::load(
+            &root.join("configs/demo.toml"),
+            &["search.budget=2".into(), "value=\"both\"".into()],
+        )
+        .unwrap();
+        assert_eq!((demo.search.budget, demo.value), (2, ValueMode::Both));
+        let e = RunConfig::load(&root.join("configs/demo.toml"), &["sample.m=1".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("demo.toml") && e.contains("m"), "{e}");
+        let e = RunConfig::load(
+            &root.join("configs/demo.toml"),
+            &["actor_train.model=\"x\"".into()],
+        )
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("set by the pipeline"), "{e:#}");
+    }
+
+    #[test]
     fn shuffles_are_permutations() {
         let mut v: Vec<usize> = (0..50).collect();
         shuffle(&mut v, 7);
