@@ -377,6 +377,8 @@ pub struct EngineStats {
     pub decode_ns: std::sync::atomic::AtomicU64,
     /// Prompt tokens prefilled.
     pub prefill_tokens: std::sync::atomic::AtomicU64,
+    /// Times finished rows were dropped from the running batch.
+    pub compactions: std::sync::atomic::AtomicU64,
     /// Requests whose prompt was served from the prompt cache (no prefill).
     pub prompt_cache_hits: std::sync::atomic::AtomicU64,
 }
@@ -638,6 +640,25 @@ fn serve(lm: &LoadedModel, rx: &std_mpsc::Receiver<Job>, max_rows: usize, st: &E
         // Columns no live row reads any more are skipped by attention.
         if let Some(m) = slots.iter().flatten().map(|s| s.first_col).min() {
             c.start = m.min(c.len);
+        }
+        // Finished rows still cost compute until a request reuses their slot: when they are
+        // the majority, drop them (one copy of the live window).
+        let dead = slots.iter().filter(|s| s.is_none()).count();
+        if dead >= 4 && dead * 2 > slots.len() && dead < slots.len() {
+            let keep: Vec<usize> = (0..slots.len()).filter(|&i| slots[i].is_some()).collect();
+            let start = c.start;
+            c.keep_rows(&keep.iter().map(|&i| i as i64).collect::<Vec<_>>());
+            let mut kept_slots = Vec::with_capacity(keep.len());
+            let mut kept_rows = Vec::with_capacity(keep.len());
+            for &i in &keep {
+                let mut s = slots[i].take().expect("live");
+                s.first_col -= start;
+                kept_slots.push(Some(s));
+                kept_rows.push(std::mem::replace(&mut rows[i], dead_row()));
+            }
+            slots = kept_slots;
+            rows = kept_rows;
+            st.compactions.fetch_add(1, Relaxed);
         }
     }
 }
@@ -1071,5 +1092,48 @@ mod tests {
         assert!(st.joined_running.load(Relaxed) > 0, "{st:?}");
         assert!(st.relayouts.load(Relaxed) > 0, "{st:?}");
         assert!(st.prompt_cache_hits.load(Relaxed) > 0, "{st:?}");
+    }
+
+    /// When most rows of the running batch have finished, they are dropped from the cache and
+    /// the rows still going continue unchanged.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn engine_drops_finished_rows() {
+        let lm = tiny();
+        let long = (
+            prompt(&lm, &[5, 6, 7, 8]),
+            SamplingParams {
+                max_new_tokens: 40,
+                ignore_eos: true,
+                ..Default::default()
+            },
+        );
+        let short = (
+            prompt(&lm, &[9, 10]),
+            SamplingParams {
+                n: 6,
+                temperature: 1.0,
+                max_new_tokens: 2,
+                ignore_eos: true,
+                seed: Some(3),
+                ..Default::default()
+            },
+        );
+        let want: Vec<_> = [&long, &short]
+            .iter()
+            .map(|(p, sp)| {
+                generate(&lm, std::slice::from_ref(p), std::slice::from_ref(sp))
+                    .unwrap()
+                    .remove(0)
+            })
+            .collect();
+        let engine = Engine::start(lm, 16).unwrap();
+        let (a, b) = tokio::join!(
+            engine.submit(long.0.clone(), long.1.clone()),
+            engine.submit(short.0.clone(), short.1.clone())
+        );
+        assert_eq!(a.unwrap(), want[0]);
+        assert_eq!(b.unwrap(), want[1]);
+        use std::sync::atomic::Ordering::Relaxed;
+        assert!(engine.stats().compactions.load(Relaxed) > 0);
     }
 }

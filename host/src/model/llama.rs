@@ -90,6 +90,19 @@ impl KvCache {
         }
     }
 
+    /// Keep only the batch rows `keep` (in that order) and drop the columns before `start`:
+    /// one copy of the live window, after which column `c` is `c - start`.
+    pub fn keep_rows(&mut self, keep: &[i64]) {
+        let idx = Tensor::from_slice(keep).to_device(self.k[0].device());
+        let room = self.capacity - self.start;
+        for t in self.k.iter_mut().chain(self.v.iter_mut()) {
+            *t = t.narrow(2, self.start, room).index_select(0, &idx);
+        }
+        self.len -= self.start;
+        self.capacity = room;
+        self.start = 0;
+    }
+
     /// A new layout: `batch` rows (the existing ones first), `capacity` columns, the live
     /// window `start..len` moved to begin at column `to`.
     pub fn relayout(&mut self, batch: i64, capacity: i64, to: i64) {
