@@ -673,6 +673,16 @@ fn dead_row() -> Row {
     }
 }
 
+/// Send a request whose rows are all done its completions.
+fn answer(s: Served) {
+    let reply = if s.failed {
+        Err("decoding the completion failed".to_string())
+    } else {
+        Ok(s.rows.into_iter().flatten().collect())
+    };
+    let _ = s.job.reply.send(reply);
+}
+
 /// Store a finished row's completion; reply when the request's last row is done.
 fn finish(
     tok: &super::Tokenizer,
@@ -691,13 +701,7 @@ fn finish(
     }
     s.left -= 1;
     if s.left == 0 {
-        let s = served.remove(&id).expect("present");
-        let reply = if s.failed {
-            Err("decoding the completion failed".to_string())
-        } else {
-            Ok(s.rows.into_iter().flatten().collect())
-        };
-        let _ = s.job.reply.send(reply);
+        answer(served.remove(&id).expect("present"));
     }
 }
 
@@ -796,12 +800,7 @@ fn admit(
         }
     }
     if going.is_empty() {
-        let reply = if s.failed {
-            Err("decoding the completion failed".to_string())
-        } else {
-            Ok(s.rows.into_iter().flatten().collect())
-        };
-        let _ = s.job.reply.send(reply);
+        answer(s);
         return Ok(None);
     }
     // Slots: dead ones first, then new ones.

@@ -460,6 +460,21 @@ pub struct JudgeRec {
     pub judged: Vec<Judged>,
 }
 
+impl JudgeRec {
+    /// A prompt whose judging failed as a whole, with the reason.
+    fn failed(idx: usize, error: String) -> Self {
+        JudgeRec {
+            idx,
+            judged: vec![Judged {
+                response: 0,
+                judgment: None,
+                checkers_pass: None,
+                error: Some(error),
+            }],
+        }
+    }
+}
+
 /// `roots.jsonl`: a negative response that a tree refines.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RootRec {
@@ -1092,15 +1107,7 @@ impl Ctx {
                         .await
                     }
                 },
-                |i, e| JudgeRec {
-                    idx: i,
-                    judged: vec![Judged {
-                        response: 0,
-                        judgment: None,
-                        checkers_pass: None,
-                        error: Some(e),
-                    }],
-                },
+                JudgeRec::failed,
             )
             .await?;
             let counts = judge_counts(&judgments);
@@ -1446,15 +1453,7 @@ async fn judge_prompt(
     seed: u64,
     i: usize,
 ) -> JudgeRec {
-    let fail = |e: String| JudgeRec {
-        idx: i,
-        judged: vec![Judged {
-            response: 0,
-            judgment: None,
-            checkers_pass: None,
-            error: Some(e),
-        }],
-    };
+    let fail = |e: String| JudgeRec::failed(i, e);
     let mut prompts = match Prompts::from_plugin(plugin).await {
         Ok(p) => p,
         Err(e) => return fail(e.to_string()),
