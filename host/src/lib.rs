@@ -4,6 +4,7 @@
 //! module per world) → `score` (checking responses with checker plugins) → `bench`.
 
 pub mod bench;
+pub mod eval;
 pub mod model;
 pub mod plot;
 pub mod plugin;

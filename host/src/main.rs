@@ -5,9 +5,8 @@ mod cli;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use spar_host::plugin::checker::{Checker, CheckerSet};
+use spar_host::plugin::checker::Checker;
 use spar_host::plugin::{PluginHost, SandboxConfig, conformance, plugin_dirs};
 use spar_host::score;
 
@@ -113,6 +112,9 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Evaluate instruction following.
+    #[command(subcommand)]
+    Eval(EvalCmd),
     /// Train a model: `sft` (also RFT) or `dpo` (with the SFT term), from a TOML config.
     Train {
         /// sft or dpo (overrides `objective` in the config).
@@ -185,7 +187,47 @@ enum SearchCmd {
 }
 
 #[derive(Subcommand)]
+enum EvalCmd {
+    /// IFEval: a model's answers (chat template, greedy by default, batched) or a responses
+    /// file, checked by the `ifeval` plugin (the reference's semantics); prompt- and
+    /// instruction-level accuracy, strict and loose, per category and per instruction type.
+    Ifeval {
+        #[command(flatten)]
+        model: cli::model::ModelArgs,
+        #[command(flatten)]
+        sampling: cli::model::SamplingArgs,
+        /// Score these responses instead of generating: IFEval rows plus `response` (extra
+        /// fields such as `id` are kept).
+        #[arg(long)]
+        responses: Option<PathBuf>,
+        /// IFEval's `input_data.jsonl` (default: the copy in the PyPI package setup installs).
+        #[arg(long, conflicts_with = "responses")]
+        data: Option<PathBuf>,
+        /// Directory for verdicts.jsonl, report.json (and responses.jsonl when generating).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Checker plugins; an instruction id goes to the plugin that lists it.
+        #[arg(long = "plugin", default_value = "ifeval")]
+        plugins: Vec<String>,
+        /// Only the first N rows.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Prompts per generation batch.
+        #[arg(long, default_value_t = 16)]
+        batch_size: usize,
+    },
+}
+
+#[derive(Subcommand)]
 enum BenchCmd {
+    /// The `ifeval` checker plugin vs the Python reference checker: all rows, strict and loose.
+    Ifeval {
+        /// Responses to score (default: every IFEval prompt as its own response).
+        #[arg(long)]
+        responses: Option<PathBuf>,
+        #[arg(long, default_value = "ifeval")]
+        plugin: String,
+    },
     /// spar vs TRL's DPOTrainer: one DPO epoch on CPU, tokens/s and peak RSS.
     Train {
         #[command(flatten)]
@@ -362,6 +404,36 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             plugins,
             out,
         } => score_cmd(&cli.sandbox, &input, &plugins, out.as_deref()).await,
+        Command::Eval(EvalCmd::Ifeval {
+            model,
+            sampling,
+            responses,
+            data,
+            out,
+            plugins,
+            limit,
+            batch_size,
+        }) => {
+            cli::eval::ifeval_cmd(
+                cli.sandbox.host()?,
+                &model,
+                &sampling,
+                cli::eval::IfevalOpts {
+                    responses: responses.as_deref(),
+                    data: data.as_deref(),
+                    out: out.as_deref(),
+                    plugins: &plugins,
+                    limit,
+                    batch_size,
+                },
+            )
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCmd::Ifeval { responses, plugin }) => {
+            cli::eval::bench_ifeval(|| cli.sandbox.host(), responses.as_deref(), &plugin).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Train {
             objective,
             config,
@@ -585,17 +657,7 @@ async fn score_cmd(
 ) -> anyhow::Result<ExitCode> {
     // Validate the whole input before loading anything.
     let rows = score::read_rows(input)?;
-    let host = sandbox.host()?;
-    let mut checkers = Vec::new();
-    for name in plugins {
-        let path = PluginHost::resolve(name)?;
-        checkers.push(
-            Checker::load(&host, &path)
-                .await
-                .with_context(|| format!("loading checker `{name}`"))?,
-        );
-    }
-    let mut set = CheckerSet::new(checkers).await?;
+    let mut set = cli::eval::checker_set(&sandbox.host()?, plugins).await?;
     let bar = indicatif::ProgressBar::new(rows.len() as u64).with_style(
         indicatif::ProgressStyle::with_template("scoring {bar:30} {pos}/{len} rows, ETA {eta}")
             .expect("valid template"),

@@ -25,6 +25,12 @@ pub struct Row {
 
 /// Read and validate every row before any work: a bad line is an error naming file and line.
 pub fn read_rows(path: &Path) -> anyhow::Result<Vec<Row>> {
+    read_rows_with(path, true)
+}
+
+/// As [`read_rows`]; without `require_response`, a row without one (IFEval's own
+/// `input_data.jsonl`) gets an empty response, to be generated.
+pub fn read_rows_with(path: &Path, require_response: bool) -> anyhow::Result<Vec<Row>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut rows = Vec::new();
@@ -47,6 +53,7 @@ pub fn read_rows(path: &Path) -> anyhow::Result<Vec<Row>> {
         {
             o.insert("response".into(), text);
         }
+        let has_response = o.contains_key("response");
         let mut string = |k: &str| -> anyhow::Result<String> {
             match o.remove(k) {
                 Some(Value::String(s)) => Ok(s),
@@ -55,7 +62,11 @@ pub fn read_rows(path: &Path) -> anyhow::Result<Vec<Row>> {
             }
         };
         let prompt = string("prompt")?;
-        let response = string("response")?;
+        let response = if has_response || require_response {
+            string("response")?
+        } else {
+            String::new()
+        };
         let ids = match o.remove("instruction_id_list") {
             Some(Value::Array(a)) => a,
             _ => bail!("{at}: `instruction_id_list` must be a list of strings"),

@@ -1,3 +1,4 @@
 //! Subcommand implementations of the `spar-host` binary.
 
+pub mod eval;
 pub mod model;

@@ -186,6 +186,10 @@ impl PluginHost {
         let mut wasm = Config::new();
         wasm.consume_fuel(true);
         wasm.max_wasm_stack(config.max_stack_bytes);
+        // `SPAR_WASM_PROFILE=perfmap`: name plugin code for `perf` (/tmp/perf-PID.map).
+        if std::env::var("SPAR_WASM_PROFILE").as_deref() == Ok("perfmap") {
+            wasm.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&wasm)?;
         let mut linker = Linker::new(&engine);
         // WASI p2 is linked so components built for wasm32-wasip2 instantiate, but the context

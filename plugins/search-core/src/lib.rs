@@ -59,7 +59,14 @@ impl Tree {
         }
     }
 
-    fn add(&mut self, parent: usize, response: String, critique: String, value: f64, output: String) -> usize {
+    fn add(
+        &mut self,
+        parent: usize,
+        response: String,
+        critique: String,
+        value: f64,
+        output: String,
+    ) -> usize {
         let idx = self.nodes.len();
         let depth = self.nodes[parent].depth + 1;
         self.nodes.push(Node {
@@ -253,18 +260,23 @@ mod tests {
                 .cloned()
                 .unwrap_or_else(|| format!("{x}.{k}"));
             *k += 1;
-            self.calls.push(json!({"op": "refine", "response": x, "critique": node.critique, "result": result}));
+            self.calls.push(
+                json!({"op": "refine", "response": x, "critique": node.critique, "result": result}),
+            );
             (!result.is_empty()).then(|| (result.clone(), format!("cot:{result}")))
         }
 
         fn judge(&mut self, response: &str) -> Option<(String, f64)> {
             if let Some((c, v)) = self.cache.get(response).cloned() {
-                self.calls.push(json!({"op": "judge", "response": response, "cached": true, "value": v}));
+                self.calls
+                    .push(json!({"op": "judge", "response": response, "cached": true, "value": v}));
                 self.budget -= 1;
                 return Some((c, v));
             }
             let value = *self.values.get(response).expect("scripted response");
-            self.calls.push(json!({"op": "judge", "response": response, "cached": false, "value": value}));
+            self.calls.push(
+                json!({"op": "judge", "response": response, "cached": false, "value": value}),
+            );
             let value = value?;
             let c = format!("crit:{response}");
             self.cache.insert(response.to_string(), (c.clone(), value));
@@ -279,7 +291,10 @@ mod tests {
 
     #[test]
     fn replays_every_reference_vector() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/tree_search_vectors.json");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/fixtures/tree_search_vectors.json"
+        );
         let all: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         let vectors = all["vectors"].as_array().unwrap();
         assert_eq!(vectors.len(), 208);
@@ -340,9 +355,17 @@ mod tests {
                 bad.push("budget_left");
             }
             if !bad.is_empty() {
-                failures.push(format!("#{i} {} {}: {bad:?}", v["scenario"], v["algorithm"]));
+                failures.push(format!(
+                    "#{i} {} {}: {bad:?}",
+                    v["scenario"], v["algorithm"]
+                ));
             }
         }
-        assert!(failures.is_empty(), "{} failed:\n{}", failures.len(), failures.join("\n"));
+        assert!(
+            failures.is_empty(),
+            "{} failed:\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
     }
 }

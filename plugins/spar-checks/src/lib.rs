@@ -24,7 +24,11 @@ enum Relation {
 
 impl Relation {
     fn parse(k: &Kwargs) -> Result<Self, Error> {
-        match k.get("relation").and_then(Value::as_str).unwrap_or("exactly") {
+        match k
+            .get("relation")
+            .and_then(Value::as_str)
+            .unwrap_or("exactly")
+        {
             "exactly" => Ok(Relation::Exactly),
             "at least" => Ok(Relation::AtLeast),
             "less than" => Ok(Relation::LessThan),
@@ -74,9 +78,26 @@ fn is_emoji(c: char) -> bool {
 /// Ordinals written with digits (1st, 22nd, 103rd, 4th) or as words (first … twentieth).
 fn count_ordinals(text: &str) -> usize {
     const WORDS: &[&str] = &[
-        "first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth",
-        "tenth", "eleventh", "twelfth", "thirteenth", "fourteenth", "fifteenth", "sixteenth",
-        "seventeenth", "eighteenth", "nineteenth", "twentieth",
+        "first",
+        "second",
+        "third",
+        "fourth",
+        "fifth",
+        "sixth",
+        "seventh",
+        "eighth",
+        "ninth",
+        "tenth",
+        "eleventh",
+        "twelfth",
+        "thirteenth",
+        "fourteenth",
+        "fifteenth",
+        "sixteenth",
+        "seventeenth",
+        "eighteenth",
+        "nineteenth",
+        "twentieth",
     ];
     text.split(|c: char| !c.is_alphanumeric())
         .filter(|w| {
@@ -166,7 +187,10 @@ const SPECS: &[Spec] = &[
         check: |k, r| Ok(r.trim_end().ends_with(str_arg(k, "punctuation")?)),
         instantiate: |rng| {
             let p = ["!", "?", "...", ";"][rng.below(4)];
-            (format!("End your whole response with \"{p}\"."), json!({"punctuation": p}))
+            (
+                format!("End your whole response with \"{p}\"."),
+                json!({"punctuation": p}),
+            )
         },
     },
     Spec {
@@ -179,8 +203,10 @@ const SPECS: &[Spec] = &[
         },
         instantiate: |rng| {
             let (rel, n) = (RELATIONS[rng.below(3)], 1 + rng.below(5));
-            (format!("Use {} {n} emoji in your response.", rel.words()),
-             json!({"count": n, "relation": rel.words()}))
+            (
+                format!("Use {} {n} emoji in your response.", rel.words()),
+                json!({"count": n, "relation": rel.words()}),
+            )
         },
     },
     Spec {
@@ -194,7 +220,12 @@ const SPECS: &[Spec] = &[
                 .peekable();
             Ok(words.peek().is_some() && words.all(char::is_uppercase))
         },
-        instantiate: |_| ("Write every word of your response in Title Case.".into(), json!({})),
+        instantiate: |_| {
+            (
+                "Write every word of your response in Title Case.".into(),
+                json!({}),
+            )
+        },
     },
     Spec {
         id: "spar:question_count",
@@ -206,8 +237,10 @@ const SPECS: &[Spec] = &[
         },
         instantiate: |rng| {
             let (rel, n) = (RELATIONS[rng.below(3)], 1 + rng.below(4));
-            (format!("Ask {} {n} questions in your response.", rel.words()),
-             json!({"count": n, "relation": rel.words()}))
+            (
+                format!("Ask {} {n} questions in your response.", rel.words()),
+                json!({"count": n, "relation": rel.words()}),
+            )
         },
     },
     Spec {
@@ -217,8 +250,10 @@ const SPECS: &[Spec] = &[
         check: |k, r| Ok(Relation::parse(k)?.holds(table_rows(r), count_arg(k, "rows")?)),
         instantiate: |rng| {
             let n = 2 + rng.below(5);
-            (format!("Include a Markdown table with exactly {n} rows below its header."),
-             json!({"rows": n, "relation": "exactly"}))
+            (
+                format!("Include a Markdown table with exactly {n} rows below its header."),
+                json!({"rows": n, "relation": "exactly"}),
+            )
         },
     },
     Spec {
@@ -231,7 +266,8 @@ const SPECS: &[Spec] = &[
                 .and_then(Value::as_array)
                 .ok_or_else(|| Error::InvalidInput("`keys` must be a list of strings".into()))?;
             Ok(json_object(r).is_some_and(|o| {
-                keys.iter().all(|key| key.as_str().is_some_and(|key| o.contains_key(key)))
+                keys.iter()
+                    .all(|key| key.as_str().is_some_and(|key| o.contains_key(key)))
             }))
         },
         instantiate: |rng| {
@@ -239,8 +275,13 @@ const SPECS: &[Spec] = &[
             let a = rng.below(6);
             let b = (a + 1 + rng.below(5)) % 6;
             let keys = [POOL[a], POOL[b]];
-            (format!("Answer only with a JSON object that has the keys \"{}\" and \"{}\".", keys[0], keys[1]),
-             json!({"keys": keys}))
+            (
+                format!(
+                    "Answer only with a JSON object that has the keys \"{}\" and \"{}\".",
+                    keys[0], keys[1]
+                ),
+                json!({"keys": keys}),
+            )
         },
     },
     Spec {
@@ -250,8 +291,10 @@ const SPECS: &[Spec] = &[
         check: |k, r| Ok(Relation::parse(k)?.holds(count_ordinals(r), count_arg(k, "count")?)),
         instantiate: |rng| {
             let n = 1 + rng.below(4);
-            (format!("Use at least {n} ordinal numbers such as \"1st\" or \"second\"."),
-             json!({"count": n, "relation": "at least"}))
+            (
+                format!("Use at least {n} ordinal numbers such as \"1st\" or \"second\"."),
+                json!({"count": n, "relation": "at least"}),
+            )
         },
     },
 ];
@@ -314,7 +357,9 @@ thread_local! {
 
 fn parse_kwargs(json: String) -> Result<std::rc::Rc<Kwargs>, Error> {
     if let Some(hit) = LAST_KWARGS.with_borrow(|last| {
-        last.as_ref().filter(|(k, _)| *k == json).map(|(_, v)| v.clone())
+        last.as_ref()
+            .filter(|(k, _)| *k == json)
+            .map(|(_, v)| v.clone())
     }) {
         return Ok(hit);
     }

@@ -1,0 +1,3 @@
+//! Benchmarks of instruction following: IFEval (`spar-host eval ifeval`).
+
+pub mod ifeval;
