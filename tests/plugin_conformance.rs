@@ -27,6 +27,12 @@ async fn checker_spar_checks() {
 }
 
 #[tokio::test]
+async fn checker_ifeval() {
+    // 25 types × 3 cases each, plus the plugin-level cases.
+    suite(&common::shipped("ifeval"), 75).await;
+}
+
+#[tokio::test]
 async fn checker_written_in_python() {
     suite(&common::python_checker(), 12).await;
 }

@@ -152,9 +152,10 @@ pub async fn bench_ifeval(
     let scored = score::score(&mut set, &rows, |_| {}).await;
     let spar_total = t.elapsed().as_secs_f64();
     // Cold: compiling the component from scratch.
-    let mut cfg = spar_host::plugin::SandboxConfig::default();
-    cfg.cache_dir = None;
-    let cold_host = PluginHost::new(cfg)?;
+    let cold_host = PluginHost::new(spar_host::plugin::SandboxConfig {
+        cache_dir: None,
+        ..Default::default()
+    })?;
     let t = Instant::now();
     let _ = Checker::load(&cold_host, &path).await?;
     let cold = t.elapsed().as_secs_f64();

@@ -395,7 +395,7 @@ impl Bounded {
         };
         // Every start, overlapping ones included (a failed boundary does not consume).
         let chars: Vec<(usize, char)> = text.char_indices().collect();
-        (0..chars.len().saturating_sub(w.len() - 1).max(0)).any(|i| {
+        (0..chars.len().saturating_sub(w.len() - 1)).any(|i| {
             i + w.len() <= chars.len()
                 && chars[i..i + w.len()]
                     .iter()
