@@ -8,7 +8,11 @@ use spar_host::plugin::{PluginHost, SandboxConfig};
 
 fn cwasm_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     std::fs::read_dir(dir)
-        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -72,4 +76,34 @@ async fn a_different_engine_setting_gets_a_different_entry() {
         host.load(&path).unwrap();
     }
     assert_eq!(cwasm_files(&dir).len(), 2);
+}
+
+#[tokio::test]
+async fn an_unchanged_file_is_not_rehashed_but_a_replaced_one_is() {
+    let dir = common::tempdir("cwasm-stamps");
+    let host = PluginHost::new(SandboxConfig {
+        cache_dir: Some(dir.clone()),
+        ..SandboxConfig::default()
+    })
+    .unwrap();
+    let work = common::tempdir("cwasm-stamps-plugin");
+    let path = work.join("mine.wasm");
+    std::fs::copy(common::shipped("spar_checks"), &path).unwrap();
+    let a = host.load(&path).unwrap();
+    let stamps: Vec<_> = std::fs::read_dir(dir.join("stamps")).unwrap().collect();
+    assert_eq!(
+        stamps.len(),
+        1,
+        "the file's sha256 is recorded with its size and mtime"
+    );
+    // Unchanged: the recorded sha256 (and the cached component) serve the load.
+    assert_eq!(host.load(&path).unwrap().sha256, a.sha256);
+    // Replaced by another plugin: size and mtime differ, so it is read and hashed again.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::copy(common::shipped("taxonomy"), &path).unwrap();
+    let b = host.load(&path).unwrap();
+    let expected = host.load(&common::shipped("taxonomy")).unwrap().sha256;
+    assert_eq!(b.sha256, expected);
+    assert_ne!(b.sha256, a.sha256);
+    assert_eq!(b.kind, Some(spar_host::plugin::PluginKind::Taxonomy));
 }

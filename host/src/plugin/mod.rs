@@ -228,18 +228,34 @@ impl PluginHost {
             path: path.display().to_string(),
             message,
         };
-        let bytes = std::fs::read(path).map_err(|e| load_err(format!("cannot read: {e}")))?;
-        let sha256 = hex(&Sha256::digest(&bytes));
-        let component = match &self.inner.cache {
-            Some(cache) => cache.get_or_compile(&self.inner.engine, &bytes, &sha256),
-            None => Component::new(&self.inner.engine, &bytes).map_err(anyhow::Error::from),
-        }
-        .map_err(|e| {
-            load_err(format!(
-                "not a valid WebAssembly component: {}",
-                one_line(&e)
-            ))
-        })?;
+        let meta = std::fs::metadata(path).map_err(|e| load_err(format!("cannot read: {e}")))?;
+        // An unchanged file whose compiled form is cached is neither read nor hashed again.
+        let known = self.inner.cache.as_ref().and_then(|cache| {
+            let sha = cache.known_sha256(path, &meta)?;
+            Some((cache.get(&self.inner.engine, &sha)?, sha))
+        });
+        let (component, sha256) = match known {
+            Some(hit) => hit,
+            None => {
+                let bytes =
+                    std::fs::read(path).map_err(|e| load_err(format!("cannot read: {e}")))?;
+                let sha256 = hex(&Sha256::digest(&bytes));
+                let component = match &self.inner.cache {
+                    Some(cache) => cache.get_or_compile(&self.inner.engine, &bytes, &sha256),
+                    None => Component::new(&self.inner.engine, &bytes).map_err(anyhow::Error::from),
+                }
+                .map_err(|e| {
+                    load_err(format!(
+                        "not a valid WebAssembly component: {}",
+                        one_line(&e)
+                    ))
+                })?;
+                if let Some(cache) = &self.inner.cache {
+                    cache.remember_sha256(path, &meta, &sha256);
+                }
+                (component, sha256)
+            }
+        };
         let ty = component.component_type();
         let exports: Vec<String> = ty
             .exports(&self.inner.engine)

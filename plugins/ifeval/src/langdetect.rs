@@ -87,8 +87,7 @@ impl Profiles {
         &self.keys[a..b]
     }
 
-    fn find(&self, gram: &str) -> Option<usize> {
-        let g = gram.as_bytes();
+    fn find(&self, g: &[u8]) -> Option<usize> {
         let size = HASH.len() / 4;
         let mut s = fnv1a(g) as usize & (size - 1);
         loop {
@@ -170,8 +169,9 @@ impl Profiles {
         let mut i = 0;
         while i < c.len() {
             if i + 1 < c.len()
-                && let Some(a) = tables::LD_VI_CHARS.iter().position(|&x| x == c[i])
+                && ('\u{300}'..='\u{323}').contains(&c[i + 1])
                 && let Some(d) = tables::LD_VI_MARKS.iter().position(|&x| x == c[i + 1])
+                && let Some(a) = tables::LD_VI_CHARS.iter().position(|&x| x == c[i])
                 && let Some(&n) = tables::LD_VI_NORMALIZED.get(d).and_then(|s| s.get(a))
             {
                 out.push(n);
@@ -295,8 +295,16 @@ impl PyRandom {
 /// `langdetect.detect(text)`; `None` where it raises (no features in the text).
 pub fn detect(text: &str) -> Option<String> {
     let p = &*PROFILES;
-    let text = URL_RE.replace_all(text, " ");
-    let text = MAIL_RE.replace_all(&text, " ");
+    let text = if text.contains("http") {
+        URL_RE.replace_all(text, " ")
+    } else {
+        text.into()
+    };
+    let text = if text.contains('@') {
+        MAIL_RE.replace_all(&text, " ")
+    } else {
+        text
+    };
     let raw = p.normalize_vi(&text);
     // append(): at most 10000 characters, runs of spaces collapsed.
     let mut chars = Vec::with_capacity(raw.len().min(MAX_TEXT_LENGTH));
@@ -347,10 +355,16 @@ pub fn detect(text: &str) -> Option<String> {
             if grams.len() < n {
                 break;
             }
-            let w: String = grams[grams.len() - n..].iter().collect();
-            if w != " "
-                && let Some(i) = p.find(&w)
-            {
+            let gram = &grams[grams.len() - n..];
+            if gram == [' '] {
+                continue;
+            }
+            let mut buf = [0u8; 12];
+            let mut len = 0;
+            for ch in gram {
+                len += ch.encode_utf8(&mut buf[len..]).len();
+            }
+            if let Some(i) = p.find(&buf[..len]) {
                 found.push(i);
             }
         }
@@ -362,7 +376,8 @@ pub fn detect(text: &str) -> Option<String> {
     let mut distinct = found.clone();
     distinct.sort_unstable();
     distinct.dedup();
-    let rows: Vec<Vec<f64>> = distinct.iter().map(|&g| p.row(g)).collect();
+    // Rows are built when an n-gram is first drawn: most are never drawn.
+    let mut rows: Vec<Option<Vec<f64>>> = vec![None; distinct.len()];
     let local: Vec<usize> = found
         .iter()
         .map(|g| distinct.binary_search(g).expect("present"))
@@ -376,7 +391,8 @@ pub fn detect(text: &str) -> Option<String> {
         let weight = alpha / BASE_FREQ;
         let mut i = 0;
         loop {
-            let row = &rows[local[rng.below(local.len())]];
+            let l = local[rng.below(local.len())];
+            let row = rows[l].get_or_insert_with(|| p.row(distinct[l]));
             for (q, r) in prob.iter_mut().zip(row.iter()) {
                 *q *= weight + r;
             }
