@@ -251,3 +251,72 @@ fn eval_ifeval_reports_and_records_bad_instructions_per_row() {
     assert!(stderr.contains("bad.jsonl:2"), "{stderr}");
     assert!(!out2.join("verdicts.jsonl").exists());
 }
+
+#[test]
+fn eval_ifeval_answers_with_a_model_and_its_responses_rescore_the_same() {
+    let dir = common::tempdir("eval-ifeval-model");
+    let model = dir.join("tiny");
+    spar_host::model::tiny::write_tiny_model_with(&model, 64, 5, &[], 4096).unwrap();
+    let out = dir.join("out");
+    let o = spar(
+        &[
+            "eval",
+            "ifeval",
+            "--model",
+            model.to_str().unwrap(),
+            "--limit",
+            "3",
+            "--max-new-tokens",
+            "6",
+            "--batch-size",
+            "2",
+            "--temperature",
+            "1",
+            "--seed",
+            "7",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &dir.join("cache"),
+    );
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert!(o.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("IFEval: 3 prompts"), "{stdout}");
+    let responses = score::read_rows(&out.join("responses.jsonl")).unwrap();
+    assert_eq!(responses.len(), 3);
+    let data = score::read_rows_with(&ifeval::default_data().unwrap(), false).unwrap();
+    for (r, d) in responses.iter().zip(&data) {
+        assert_eq!(
+            (&r.key, &r.prompt),
+            (&d.key, &d.prompt),
+            "input order, IFEval's rows"
+        );
+        assert_eq!(r.instructions, d.instructions);
+    }
+    assert!(
+        responses.iter().any(|r| !r.response.is_empty()),
+        "the model answered"
+    );
+    let first = std::fs::read_to_string(out.join("verdicts.jsonl")).unwrap();
+    // The written responses are the reference's input format: scoring them gives the same.
+    let again = dir.join("again");
+    let o = spar(
+        &[
+            "eval",
+            "ifeval",
+            "--responses",
+            out.join("responses.jsonl").to_str().unwrap(),
+            "--out",
+            again.to_str().unwrap(),
+        ],
+        &dir.join("cache"),
+    );
+    assert!(o.status.success());
+    assert_eq!(
+        std::fs::read_to_string(again.join("verdicts.jsonl")).unwrap(),
+        first
+    );
+}
