@@ -162,6 +162,21 @@ fn spar(args: &[&str], cache: &Path) -> std::process::Output {
         .expect("spar-host runs")
 }
 
+/// `spar-host eval ifeval --responses INPUT --out OUT`, with a compile cache under `dir`.
+fn eval_responses(input: &Path, out: &Path, dir: &Path) -> std::process::Output {
+    spar(
+        &[
+            "eval",
+            "ifeval",
+            "--responses",
+            input.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &dir.join("cache"),
+    )
+}
+
 #[test]
 fn eval_ifeval_reports_and_records_bad_instructions_per_row() {
     let dir = common::tempdir("eval-ifeval");
@@ -174,17 +189,7 @@ fn eval_ifeval_reports_and_records_bad_instructions_per_row() {
     ];
     std::fs::write(&input, rows.join("\n") + "\n").unwrap();
     let out = dir.join("out");
-    let o = spar(
-        &[
-            "eval",
-            "ifeval",
-            "--responses",
-            input.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &dir.join("cache"),
-    );
+    let o = eval_responses(&input, &out, &dir);
     let (stdout, stderr) = (
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr),
@@ -235,17 +240,7 @@ fn eval_ifeval_reports_and_records_bad_instructions_per_row() {
     let bad = dir.join("bad.jsonl");
     std::fs::write(&bad, format!("{}\n{{not json\n", rows[0])).unwrap();
     let out2 = dir.join("out2");
-    let o = spar(
-        &[
-            "eval",
-            "ifeval",
-            "--responses",
-            bad.to_str().unwrap(),
-            "--out",
-            out2.to_str().unwrap(),
-        ],
-        &dir.join("cache"),
-    );
+    let o = eval_responses(&bad, &out2, &dir);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
     assert!(stderr.contains("bad.jsonl:2"), "{stderr}");
@@ -303,17 +298,7 @@ fn eval_ifeval_answers_with_a_model_and_its_responses_rescore_the_same() {
     let first = std::fs::read_to_string(out.join("verdicts.jsonl")).unwrap();
     // The written responses are the reference's input format: scoring them gives the same.
     let again = dir.join("again");
-    let o = spar(
-        &[
-            "eval",
-            "ifeval",
-            "--responses",
-            out.join("responses.jsonl").to_str().unwrap(),
-            "--out",
-            again.to_str().unwrap(),
-        ],
-        &dir.join("cache"),
-    );
+    let o = eval_responses(&out.join("responses.jsonl"), &again, &dir);
     assert!(o.status.success());
     assert_eq!(
         std::fs::read_to_string(again.join("verdicts.jsonl")).unwrap(),

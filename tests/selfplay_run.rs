@@ -304,3 +304,85 @@ fn bad_prompts_and_missing_plugins_fail_before_any_work() {
     assert!(err.contains("missing-search"), "{err}");
     assert!(!dir.join("bad").exists(), "nothing was written");
 }
+
+/// A search plugin that traps, errs or returns an invalid tree on some roots: those trees are
+/// recorded with their reasons, the other trees are searched, and the run finishes.
+#[test]
+fn failing_trees_are_recorded_and_the_run_goes_on() {
+    let (dir, model) = setup("run-flaky");
+    let cfg = config(&dir, &model, "flaky");
+    // Checkers value the nodes, so nearly every random answer is a negative with a root.
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "concurrency = 4\n",
+        "concurrency = 4\nvalue = \"checkers\"\n",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let flaky = common::test_plugin("flaky_search");
+    let o = Command::new(bin())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .arg("--plugin")
+        .arg(&flaky)
+        .env_remove("SPAR_ABORT_AT")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let iter = dir.join("flaky/iter-1");
+    let prompts: std::collections::HashMap<u64, String> = lines(&iter.join("prompts.jsonl"))
+        .into_iter()
+        .map(|p| {
+            (
+                p["idx"].as_u64().unwrap(),
+                p["prompt"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let trees = lines(&iter.join("trees.jsonl"));
+    let roots = lines(&iter.join("roots.jsonl"));
+    assert_eq!(trees.len(), roots.len(), "one record per root");
+    let (mut failed, mut searched) = (0, 0);
+    for t in &trees {
+        let prompt = &prompts[&t["idx"].as_u64().unwrap()];
+        let error = t["error"].as_str();
+        let expect = if prompt.contains("w3 ") {
+            Some("trap")
+        } else if prompt.contains("w4 ") {
+            Some("deliberate error")
+        } else if prompt.contains("w5 ") {
+            Some("final")
+        } else {
+            None
+        };
+        match expect {
+            Some(why) => {
+                let e = error.unwrap_or_else(|| panic!("{prompt}: no error in {t}"));
+                assert!(e.contains(why), "{prompt}: {e}");
+                assert!(
+                    e.contains("flaky-search"),
+                    "the reason names the plugin: {e}"
+                );
+                failed += 1;
+            }
+            None => {
+                assert!(error.is_none(), "{prompt}: {t}");
+                assert!(!t["outcome"]["nodes"].as_array().unwrap().is_empty());
+                searched += 1;
+            }
+        }
+    }
+    assert!(
+        failed >= 2 && searched >= 1,
+        "{failed} failed, {searched} searched"
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains(&format!("failed {failed}")),
+        "the summary counts them: {out}"
+    );
+    // The later stages ran to the end (here without pairs: the tiny model's refinements
+    // rarely carry the markers, so the actor keeps its weights).
+    for done in ["data.json", "actor.done.json", "refiner.done.json"] {
+        assert!(iter.join(done).exists(), "{done}");
+    }
+}

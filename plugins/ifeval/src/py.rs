@@ -243,29 +243,21 @@ impl JsonScan<'_> {
             }
         }
     }
-    fn object(&mut self) -> bool {
+    /// `open item ("," item)* close` or `open close`, whitespace between.
+    fn seq(&mut self, close: char, item: fn(&mut Self) -> bool) -> bool {
         self.i += 1;
         self.ws();
-        if self.peek() == Some('}') {
+        if self.peek() == Some(close) {
             self.i += 1;
             return true;
         }
         loop {
-            if self.peek() != Some('"') || !self.string() {
-                return false;
-            }
-            self.ws();
-            if self.peek() != Some(':') {
-                return false;
-            }
-            self.i += 1;
-            self.ws();
-            if !self.value() {
+            if !item(self) {
                 return false;
             }
             self.ws();
             match self.peek() {
-                Some('}') => {
+                Some(c) if c == close => {
                     self.i += 1;
                     return true;
                 }
@@ -277,30 +269,24 @@ impl JsonScan<'_> {
             }
         }
     }
-    fn array(&mut self) -> bool {
+    /// `"key": value`.
+    fn member(&mut self) -> bool {
+        if self.peek() != Some('"') || !self.string() {
+            return false;
+        }
+        self.ws();
+        if self.peek() != Some(':') {
+            return false;
+        }
         self.i += 1;
         self.ws();
-        if self.peek() == Some(']') {
-            self.i += 1;
-            return true;
-        }
-        loop {
-            if !self.value() {
-                return false;
-            }
-            self.ws();
-            match self.peek() {
-                Some(']') => {
-                    self.i += 1;
-                    return true;
-                }
-                Some(',') => {
-                    self.i += 1;
-                    self.ws();
-                }
-                _ => return false,
-            }
-        }
+        self.value()
+    }
+    fn object(&mut self) -> bool {
+        self.seq('}', Self::member)
+    }
+    fn array(&mut self) -> bool {
+        self.seq(']', Self::value)
     }
 }
 

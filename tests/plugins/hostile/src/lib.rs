@@ -11,7 +11,15 @@ use exports::spar::constraints::checks::{Guest, Instance, InstructionSpec, Verdi
 use spar::types::types::{Error, PluginInfo};
 
 const IDS: &[&str] = &[
-    "ok", "loop", "alloc", "recurse", "panic", "big", "read-file", "socket", "env",
+    "ok",
+    "loop",
+    "alloc",
+    "recurse",
+    "panic",
+    "big",
+    "read-file",
+    "socket",
+    "env",
 ];
 
 #[inline(never)]
@@ -26,7 +34,10 @@ fn recurse(n: u64, acc: &mut [u64; 64]) -> u64 {
 
 fn misbehave(id: &str) -> Result<Verdict, Error> {
     match id {
-        "ok" => Ok(Verdict { strict: true, loose: true }),
+        "ok" => Ok(Verdict {
+            strict: true,
+            loose: true,
+        }),
         "loop" => {
             let mut x: u64 = 0;
             loop {
@@ -43,12 +54,17 @@ fn misbehave(id: &str) -> Result<Verdict, Error> {
         "recurse" => {
             let mut acc = [0u64; 64];
             let n = recurse(0, &mut acc);
-            Ok(Verdict { strict: n == 1, loose: false })
+            Ok(Verdict {
+                strict: n == 1,
+                loose: false,
+            })
         }
         "panic" => panic!("hostile plugin panics on purpose"),
         "read-file" => match std::fs::read_to_string("/etc/passwd") {
             Ok(s) => Err(Error::Other(format!("LEAK: read {} bytes", s.len()))),
-            Err(e) => Err(Error::Other(format!("denied: cannot read /etc/passwd: {e}"))),
+            Err(e) => Err(Error::Other(format!(
+                "denied: cannot read /etc/passwd: {e}"
+            ))),
         },
         "env" => {
             let vars: Vec<String> = std::env::vars().map(|(k, _)| k).collect();
@@ -61,11 +77,19 @@ fn misbehave(id: &str) -> Result<Verdict, Error> {
         "socket" => {
             use wasi::sockets::network::{IpAddressFamily, IpSocketAddress, Ipv4SocketAddress};
             let net = wasi::sockets::instance_network::instance_network();
-            let sock = match wasi::sockets::tcp_create_socket::create_tcp_socket(IpAddressFamily::Ipv4) {
-                Ok(s) => s,
-                Err(e) => return Err(Error::Other(format!("denied: cannot create a socket: {e:?}"))),
-            };
-            let addr = IpSocketAddress::Ipv4(Ipv4SocketAddress { port: 80, address: (127, 0, 0, 1) });
+            let sock =
+                match wasi::sockets::tcp_create_socket::create_tcp_socket(IpAddressFamily::Ipv4) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        return Err(Error::Other(format!(
+                            "denied: cannot create a socket: {e:?}"
+                        )));
+                    }
+                };
+            let addr = IpSocketAddress::Ipv4(Ipv4SocketAddress {
+                port: 80,
+                address: (127, 0, 0, 1),
+            });
             match sock.start_connect(&net, addr) {
                 Ok(()) => {
                     let pollable = sock.subscribe();
@@ -103,14 +127,27 @@ impl Guest for Hostile {
             .collect()
     }
 
-    fn check(id: String, _kwargs: String, _prompt: String, _response: String) -> Result<Verdict, Error> {
+    fn check(
+        id: String,
+        _kwargs: String,
+        _prompt: String,
+        _response: String,
+    ) -> Result<Verdict, Error> {
         misbehave(&id)
     }
 
     fn instantiate(id: String, seed: u64) -> Result<Instance, Error> {
         // `big`: an 8 MiB return value.
-        let text = if id == "big" { "x".repeat(8 << 20) } else { format!("{id} {seed}") };
-        Ok(Instance { id, text, kwargs_json: "{}".into() })
+        let text = if id == "big" {
+            "x".repeat(8 << 20)
+        } else {
+            format!("{id} {seed}")
+        };
+        Ok(Instance {
+            id,
+            text,
+            kwargs_json: "{}".into(),
+        })
     }
 }
 
