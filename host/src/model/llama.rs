@@ -242,20 +242,34 @@ impl Llama {
     /// Store q/k/v and gate/up weights each in one matrix, so generation runs one matmul for
     /// q/k/v and one for gate/up per layer. The separate weights become views into the fused
     /// storage: no extra memory, and training updates reach both.
+    ///
+    /// Every projection is also stored input-major (`[in, out]` contiguous; the `[out, in]`
+    /// weight is a transposed view): `x · Wᵀ` then runs as a plain matrix product, which
+    /// libtorch's CPU GEMM does about twice as fast for the few rows of a decode step
+    /// (measured 0.53 vs 0.98 ms per layer at 10 rows on SmolLM2-135M).
     pub fn fuse_for_inference(&mut self) {
         if self.fused.is_some() {
             return;
         }
+        // `[out, in]` weights → one `[in, Σout]` matrix, returned as its `[Σout, in]` view.
+        let input_major = |ws: &[&Tensor]| {
+            let t: Vec<Tensor> = ws.iter().map(|w| w.tr()).collect();
+            Tensor::cat(&t, 1).tr()
+        };
         let fused = tch::no_grad(|| {
             self.layers
                 .iter_mut()
                 .map(|l| {
-                    let qkv_w = Tensor::cat(&[&l.q.w, &l.k.w, &l.v.w], 0);
+                    for lin in [&mut l.o, &mut l.down] {
+                        let w = input_major(&[&lin.w]);
+                        lin.w.set_data(&w);
+                    }
+                    let qkv_w = input_major(&[&l.q.w, &l.k.w, &l.v.w]);
                     let qkv_b = match (&l.q.b, &l.k.b, &l.v.b) {
                         (Some(q), Some(k), Some(v)) => Some(Tensor::cat(&[q, k, v], 0)),
                         _ => None,
                     };
-                    let gate_up_w = Tensor::cat(&[&l.gate.w, &l.up.w], 0);
+                    let gate_up_w = input_major(&[&l.gate.w, &l.up.w]);
                     let mut at = 0;
                     for lin in [&mut l.q, &mut l.k, &mut l.v] {
                         let n = lin.w.size()[0];

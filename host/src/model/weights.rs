@@ -174,7 +174,13 @@ pub const SIDE_FILES: [&str; 4] = [
 /// tokenizer files of `source_dir`. Each file goes to a temporary name, then is renamed.
 pub fn save_dir(model: &Llama, source_dir: &Path, out: &Path) -> Result<(), ModelError> {
     std::fs::create_dir_all(out).map_err(|e| ModelError::io(out, e))?;
-    let mut named: Vec<(String, Tensor)> = model.vs.variables().into_iter().collect();
+    // Inference keeps projections input-major (transposed views); files are row-major.
+    let mut named: Vec<(String, Tensor)> = model
+        .vs
+        .variables()
+        .into_iter()
+        .map(|(n, t)| (n, t.contiguous()))
+        .collect();
     named.sort_by(|a, b| a.0.cmp(&b.0));
     let tmp = out.join("model.safetensors.tmp");
     Tensor::write_safetensors(&named, &tmp).map_err(|e| ModelError::Format {

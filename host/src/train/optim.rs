@@ -155,8 +155,9 @@ impl AdamW {
     pub fn state(&self) -> Vec<(String, Tensor)> {
         let mut out = Vec::new();
         for (i, (name, _)) in self.params.iter().enumerate() {
-            out.push((format!("m.{name}"), self.m[i].shallow_clone()));
-            out.push((format!("v.{name}"), self.v[i].shallow_clone()));
+            // Contiguous for the file (a parameter may be a transposed view, and its state too).
+            out.push((format!("m.{name}"), self.m[i].contiguous()));
+            out.push((format!("v.{name}"), self.v[i].contiguous()));
         }
         out
     }
