@@ -104,7 +104,7 @@ pub async fn ifeval_cmd(
     print!("{}", ifeval::render(&report));
     if let Some(out) = o.out {
         score::write_jsonl_atomic(&out.join("verdicts.jsonl"), &scored)?;
-        ifeval::write_atomic(
+        spar_host::model::weights::write_atomic(
             &out.join("report.json"),
             &(serde_json::to_string_pretty(&report)? + "\n"),
         )?;

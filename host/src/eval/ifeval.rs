@@ -4,7 +4,7 @@
 //! instruction-level accuracy, strict and loose, per category and per instruction type.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::bail;
 
@@ -185,14 +185,6 @@ pub fn responses_json(rows: &[Row]) -> Vec<serde_json::Value> {
             serde_json::Value::Object(o)
         })
         .collect()
-}
-
-/// Write a file atomically (temporary file, then rename).
-pub fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -16,9 +16,6 @@ fn main() {
         t.elapsed().as_secs_f64() * 1e3
     );
     let t = Instant::now();
-    std::sync::LazyLock::force(&ifeval::punkt::ENGLISH);
-    println!("punkt tables: {:.2} ms", t.elapsed().as_secs_f64() * 1e3);
-    let t = Instant::now();
     ifeval::treebank::word_tokenize("A B.");
     println!("treebank rules: {:.2} ms", t.elapsed().as_secs_f64() * 1e3);
     let text = "Write a 300+ word summary of the wikipedia page about the history of the county. Do not use any commas and highlight at least 3 sections that has titles in markdown format.";

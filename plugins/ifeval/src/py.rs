@@ -40,24 +40,22 @@ fn is_title(c: char) -> bool {
 
 /// `str.isupper()`: at least one cased character and none lowercase or titlecase.
 pub fn is_upper(s: &str) -> bool {
-    let mut cased = false;
-    for c in s.chars() {
-        if c.is_lowercase() || is_title(c) {
-            return false;
-        }
-        cased |= c.is_uppercase();
-    }
-    cased
+    all_cased_are(s, char::is_uppercase, char::is_lowercase)
 }
 
 /// `str.islower()`.
 pub fn is_lower(s: &str) -> bool {
+    all_cased_are(s, char::is_lowercase, char::is_uppercase)
+}
+
+/// Some character is `wanted`, none is `other` or titlecase (CPython's rule for both).
+fn all_cased_are(s: &str, wanted: fn(char) -> bool, other: fn(char) -> bool) -> bool {
     let mut cased = false;
     for c in s.chars() {
-        if c.is_uppercase() || is_title(c) {
+        if other(c) || is_title(c) {
             return false;
         }
-        cased |= c.is_lowercase();
+        cased |= wanted(c);
     }
     cased
 }
