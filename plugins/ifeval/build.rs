@@ -39,12 +39,7 @@ fn main() {
     std::fs::write(out.join("ld_hash.bin"), ngram_hash_table(&blob)).expect("write ld_hash.bin");
 }
 
-/// FNV-1a, the hash of the n-gram table (the plugin hashes the same way).
-fn fnv1a(b: &[u8]) -> u32 {
-    b.iter().fold(0x811c_9dc5u32, |h, &x| {
-        (h ^ x as u32).wrapping_mul(0x0100_0193)
-    })
-}
+include!("src/fnv.rs");
 
 /// An open-addressing table over the profile's n-grams (slot = key index + 1, 0 = empty,
 /// linear probing), so a lookup is a hash and a compare instead of a binary search.

@@ -13,11 +13,7 @@ const BLOB: &[u8] = include_bytes!(concat!(env!("IFEVAL_DATA"), "/langdetect.bin
 /// Hash table over the n-grams, built by build.rs.
 const HASH: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/ld_hash.bin"));
 
-fn fnv1a(b: &[u8]) -> u32 {
-    b.iter().fold(0x811c_9dc5u32, |h, &x| {
-        (h ^ x as u32).wrapping_mul(0x0100_0193)
-    })
-}
+include!("fnv.rs");
 
 const N_TRIAL: usize = 7;
 const ALPHA: f64 = 0.5;
