@@ -386,3 +386,78 @@ fn failing_trees_are_recorded_and_the_run_goes_on() {
         assert!(iter.join(done).exists(), "{done}");
     }
 }
+
+/// The actor and the refiner served by `spar-host serve` on the same tiny model: the run's
+/// artifacts are those of the native run, bit for bit. The server is killed mid-run: the
+/// run retries, stops with one clear error and keeps every record written; restarted on a
+/// new server (another port — endpoints are not part of the run's identity), it finishes.
+#[test]
+fn remote_roles_match_native_and_survive_a_killed_server() {
+    let (dir, model) = setup("run-remote");
+    let native = config(&dir, &model, "native");
+    let out = run(&native, None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let cfg = config(&dir, &model, "remote");
+    let base = std::fs::read_to_string(&cfg).unwrap();
+    let with_remote = |url: &str| {
+        let mut text = base.clone();
+        for role in ["actor", "refiner"] {
+            text.push_str(&format!(
+                "\n[remote.{role}]\nendpoints = [\"{url}\"]\nretries = 2\nbackoff_s = 0.05\n"
+            ));
+        }
+        std::fs::write(&cfg, text).unwrap();
+    };
+    let server = common::Server::start(&model, &["--max-batch-rows", "16"]);
+    with_remote(&server.url);
+    let mut child = Command::new(bin())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env_remove("SPAR_ABORT_AT")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill the server once the first judgments are written.
+    let partial = dir.join("remote/iter-1/judgments.jsonl.partial");
+    let t = std::time::Instant::now();
+    let judged = dir.join("remote/iter-1/judgments.jsonl");
+    while !std::fs::read_to_string(&partial).is_ok_and(|s| s.lines().count() >= 1)
+        && !judged.exists()
+    {
+        assert!(t.elapsed().as_secs() < 120, "no judgments after 2 minutes");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    drop(server);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the run went on without its server: {err}");
+    let last = err.trim().lines().last().unwrap_or_default();
+    assert!(
+        last.contains("remote") && last.contains("unavailable after 3 attempts") && last.contains("rerun"),
+        "{err}"
+    );
+    // What was written is intact: complete records, none of them an outage error.
+    let iter = dir.join("remote/iter-1");
+    for e in std::fs::read_dir(&iter).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "partial" || x == "jsonl") {
+            for l in std::fs::read_to_string(&p).unwrap().lines() {
+                assert!(!l.contains("unavailable"), "{}: {l}", p.display());
+                serde_json::from_str::<serde_json::Value>(l).unwrap();
+            }
+        }
+    }
+    let server = common::Server::start(&model, &["--max-batch-rows", "16"]);
+    with_remote(&server.url);
+    let out = run(&cfg, None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for f in ARTIFACTS {
+        assert_eq!(
+            std::fs::read(dir.join("native").join(f)).unwrap(),
+            std::fs::read(dir.join("remote").join(f)).unwrap(),
+            "{f}: remote and native differ"
+        );
+    }
+}

@@ -468,7 +468,7 @@ pub async fn search(
     }
     let one = |engine: &Engine, k: usize| {
         let (engine, plugin, checkers, strategy) = (
-            engine.clone(),
+            crate::backend::Generator::from(engine.clone()),
             prompts_plugin.clone(),
             checkers.clone(),
             strategy.clone(),
@@ -479,7 +479,16 @@ pub async fn search(
         let root = roots[k].clone();
         async move {
             search_tree(
-                engine, plugin, &checkers, strategy, mode, vote, &search, &p, &root, k as u64,
+                (engine.clone(), engine),
+                plugin,
+                &checkers,
+                strategy,
+                mode,
+                vote,
+                &search,
+                &p,
+                &root,
+                k as u64,
             )
             .await
         }

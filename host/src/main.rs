@@ -140,6 +140,41 @@ enum Command {
         #[arg(long = "plugin")]
         plugins: Vec<String>,
     },
+    /// An OpenAI-compatible HTTP server over the native engine (`/v1/chat/completions`,
+    /// `/v1/completions`, `/v1/models`), batching concurrent requests.
+    Serve {
+        #[command(flatten)]
+        model: cli::model::ModelArgs,
+        /// Address to bind (loopback by default; 0.0.0.0 for every interface).
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// Port (0 = any free one; the address is printed).
+        #[arg(long, default_value_t = 8000)]
+        port: u16,
+        /// The model name clients use (default: the model directory's name).
+        #[arg(long)]
+        served_model_name: Option<String>,
+        /// Require this bearer token on /v1 requests.
+        #[arg(long, env = "SPAR_API_KEY", hide_env_values = true)]
+        api_key: Option<String>,
+        /// Sequences decoded together at most.
+        #[arg(long, default_value_t = 32)]
+        max_batch_rows: usize,
+    },
+    /// Export a run's DPO pairs and refiner (RFT) data for other training stacks.
+    Export {
+        /// The run directory.
+        run_dir: PathBuf,
+        /// trl or llamafactory.
+        #[arg(long)]
+        format: String,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Which iteration (default: every iteration with data, concatenated).
+        #[arg(long)]
+        iteration: Option<usize>,
+    },
     /// Tree-search strategies.
     #[command(subcommand)]
     Search(SearchCmd),
@@ -478,6 +513,29 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             pipeline::apply_plugin_overrides(&mut cfg, &host, &plugins)?;
             let summary = pipeline::run(cfg, host).await?;
             println!("{summary}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve {
+            model,
+            host,
+            port,
+            served_model_name,
+            api_key,
+            max_batch_rows,
+        } => {
+            cli::serve::serve_cmd(&model, &host, port, served_model_name, api_key, max_batch_rows)
+                .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Export {
+            run_dir,
+            format,
+            out,
+            iteration,
+        } => {
+            let fmt = spar_host::export::Format::parse(&format)?;
+            let n = spar_host::export::export(&run_dir, fmt, &out, iteration)?;
+            println!("{n}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Search(SearchCmd::Replay {

@@ -343,11 +343,23 @@ fn completion(tok: &super::Tokenizer, row: Row) -> Result<Completion, ModelError
     })
 }
 
+/// One sampled token of a streamed request: which of its `n` samples, and the token id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamToken {
+    pub sample: usize,
+    pub token: i64,
+}
+
+/// Where a streamed request's tokens go as they are sampled. Dropping the receiver cancels
+/// the request's remaining decoding (a client that went away frees its rows).
+pub type TokenSink = tokio::sync::mpsc::UnboundedSender<StreamToken>;
+
 /// One queued request.
 struct Job {
     prompt: Vec<i64>,
     params: SamplingParams,
     reply: oneshot::Sender<Result<Vec<Completion>, String>>,
+    stream: Option<TokenSink>,
 }
 
 /// A generation engine on its own thread: concurrent tasks submit requests and the engine
@@ -359,6 +371,7 @@ pub struct Engine {
     tx: std_mpsc::Sender<Job>,
     tokenizer: std::sync::Arc<super::Tokenizer>,
     stats: std::sync::Arc<EngineStats>,
+    context: usize,
 }
 
 /// Counters of the engine loop.
@@ -401,7 +414,13 @@ impl Engine {
             tx,
             tokenizer,
             stats,
+            context: cfg.max_position_embeddings,
         })
+    }
+
+    /// The model's context length (prompt plus generated tokens).
+    pub fn context(&self) -> usize {
+        self.context
     }
 
     pub fn tokenizer(&self) -> &super::Tokenizer {
@@ -418,12 +437,25 @@ impl Engine {
         prompt: Vec<i64>,
         params: SamplingParams,
     ) -> Result<Vec<Completion>, ModelError> {
+        self.submit_streaming(prompt, params, None).await
+    }
+
+    /// Generate for token ids, sending every sampled token to `stream` as it is decided (the
+    /// returned completions are what the request would have produced without streaming,
+    /// except that a closed `stream` ends its rows early).
+    pub async fn submit_streaming(
+        &self,
+        prompt: Vec<i64>,
+        params: SamplingParams,
+        stream: Option<TokenSink>,
+    ) -> Result<Vec<Completion>, ModelError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Job {
                 prompt,
                 params,
                 reply,
+                stream,
             })
             .map_err(|_| ModelError::Input("the generation engine has stopped".into()))?;
         rx.await
@@ -631,6 +663,11 @@ fn serve(lm: &LoadedModel, rx: &std_mpsc::Receiver<Job>, max_rows: usize, st: &E
             let slot = slots[i].as_mut().expect("active");
             slot.next = t;
             slot.pos += 1;
+            if let Some(sink) = served.get(&slot.served).and_then(|s| s.job.stream.as_ref())
+                && !emit(sink, slot.sample, t)
+            {
+                rows[i].done.get_or_insert(FinishReason::Stop);
+            }
             if res.is_err() || rows[i].done.is_some() {
                 let s = slots[i].take().expect("active");
                 let row = std::mem::replace(&mut rows[i], dead_row());
@@ -661,6 +698,12 @@ fn serve(lm: &LoadedModel, rx: &std_mpsc::Receiver<Job>, max_rows: usize, st: &E
             st.compactions.fetch_add(1, Relaxed);
         }
     }
+}
+
+/// Send a streamed row's new token (EOS included: it decodes to no text); false when the
+/// receiver is gone.
+fn emit(sink: &TokenSink, sample: usize, token: i64) -> bool {
+    sink.send(StreamToken { sample, token }).is_ok()
 }
 
 fn dead_row() -> Row {
@@ -778,6 +821,11 @@ fn admit(
         for (r, &t) in first.iter().enumerate() {
             if let Err(e) = push_token(tok, &mut fresh[r], t) {
                 return Err((job, e));
+            }
+            if let Some(sink) = job.stream.as_ref()
+                && !emit(sink, r, t)
+            {
+                fresh[r].done.get_or_insert(FinishReason::Stop);
             }
         }
     }

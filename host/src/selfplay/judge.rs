@@ -2,7 +2,8 @@
 
 use std::collections::HashMap;
 
-use crate::model::generate::{Engine, SamplingParams};
+use crate::backend::Generator;
+use crate::model::generate::SamplingParams;
 use crate::model::tokenizer::ChatMessage;
 use crate::plugin::GuestError;
 use crate::plugin::checker::CheckerSet;
@@ -105,7 +106,7 @@ impl Constraints {
 /// Judge a response the configured way: by vote, by the checkers, or both.
 #[allow(clippy::too_many_arguments)]
 pub async fn judge_response(
-    engine: &Engine,
+    engine: &Generator,
     prompts: &mut Prompts,
     constraints: Option<&mut Constraints>,
     mode: ValueMode,
@@ -167,7 +168,7 @@ fn chat(messages: Vec<Message>) -> Vec<ChatMessage> {
 
 /// Judge `response` to `prompt` by a vote of `k` samples of the refiner, retrying on a tie.
 pub async fn judge_by_vote(
-    engine: &Engine,
+    engine: &Generator,
     prompts: &mut Prompts,
     prompt: &str,
     response: &str,
@@ -215,7 +216,10 @@ pub async fn judge_by_vote(
 /// and the budget (one unit per successful judgment, cached ones included — the reference's
 /// accounting, see `tree_search_vectors.json`).
 pub struct ModelSearchHost {
-    pub engine: Engine,
+    /// Refinements come from here (the refiner).
+    pub engine: Generator,
+    /// Judgments by vote come from here (the refiner too, unless a judge is configured).
+    pub judge: Generator,
     pub prompts: Prompts,
     pub prompt: String,
     pub vote: VoteConfig,
@@ -230,7 +234,7 @@ pub struct ModelSearchHost {
 
 impl ModelSearchHost {
     pub fn new(
-        engine: Engine,
+        engine: impl Into<Generator>,
         prompts: Prompts,
         prompt: &str,
         vote: VoteConfig,
@@ -238,7 +242,9 @@ impl ModelSearchHost {
         budget: i32,
         seed: u64,
     ) -> Self {
+        let engine = engine.into();
         Self {
+            judge: engine.clone(),
             engine,
             prompts,
             prompt: prompt.to_string(),
@@ -308,7 +314,7 @@ impl SearchHost for ModelSearchHost {
             let seed = self.next_seed();
             let prompt = self.prompt.clone();
             match judge_response(
-                &self.engine,
+                &self.judge,
                 &mut self.prompts,
                 self.constraints.as_mut(),
                 self.value_mode,

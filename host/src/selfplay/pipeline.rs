@@ -33,6 +33,7 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use crate::backend::{Generator, Outage, Remote, RemoteConfig};
 use crate::model::generate::{Engine, SamplingParams};
 use crate::model::tokenizer::ChatMessage;
 use crate::model::weights::write_atomic;
@@ -97,6 +98,29 @@ pub struct RunConfig {
     /// SFT settings of the refiner (as `actor_train`).
     #[serde(default = "d_refiner_train")]
     pub refiner_train: toml::Table,
+    /// Roles served by OpenAI-compatible endpoints instead of the native engine. Not part
+    /// of the run's identity: a run may resume on other servers.
+    #[serde(default, skip_serializing_if = "Remotes::is_empty")]
+    pub remote: Remotes,
+}
+
+/// `[remote.actor]`, `[remote.refiner]`, `[remote.judge]` (the judge is the refiner unless
+/// given).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Remotes {
+    #[serde(default)]
+    pub actor: Option<RemoteConfig>,
+    #[serde(default)]
+    pub refiner: Option<RemoteConfig>,
+    #[serde(default)]
+    pub judge: Option<RemoteConfig>,
+}
+
+impl Remotes {
+    pub fn is_empty(&self) -> bool {
+        self == &Remotes::default()
+    }
 }
 
 /// The starting models; the same directory for both means one model, loaded once.
@@ -337,7 +361,11 @@ impl RunConfig {
     /// The hash that ties a run directory to its configuration.
     pub fn sha256(&self) -> String {
         use sha2::Digest;
-        let text = serde_json::to_string(self).expect("config serializes");
+        let text = serde_json::to_string(&RunConfig {
+            remote: Remotes::default(),
+            ..self.clone()
+        })
+        .expect("config serializes");
         crate::plugin::hex(&sha2::Sha256::digest(text.as_bytes()))
     }
 }
@@ -603,8 +631,10 @@ fn progress(stage: &str, total: usize, done: usize) -> indicatif::ProgressBar {
 /// Run `work` for every unit missing from the artifact at `path`, `concurrency` at a time,
 /// appending each result to the partial file as it finishes; then write the artifact sorted
 /// by index. A panicking unit is recorded through `on_panic`.
+#[allow(clippy::too_many_arguments)]
 async fn item_stage<I, R, F, Fut>(
     stage: &str,
+    outage: &Outage,
     path: &Path,
     units: Vec<(usize, I)>,
     concurrency: usize,
@@ -651,6 +681,17 @@ where
         let Some(joined) = set.join_next_with_id().await else {
             break;
         };
+        // A remote backend that gave up fails this record and would fail the rest: stop
+        // here, keeping what was written, so a rerun continues once the server is back.
+        if let Some(why) = outage.get() {
+            set.abort_all();
+            bar.abandon();
+            bail!(
+                "stage {stage} stopped: {why}; {} of {total} records are kept in {} — rerun the same command to continue",
+                done.len(),
+                partial.display()
+            );
+        }
         let rec = match joined {
             Ok((_, r)) => r,
             Err(e) => {
@@ -744,6 +785,7 @@ impl Manifest {
 /// Everything the stages share.
 struct Ctx {
     cfg: RunConfig,
+    outage: Outage,
     host: PluginHost,
     search: SearchStrategy,
     prompts_plugin: Plugin,
@@ -879,6 +921,7 @@ pub async fn run(cfg: RunConfig, host: PluginHost) -> anyhow::Result<RunSummary>
     };
     let mut ctx = Ctx {
         cfg,
+        outage: Outage::default(),
         host,
         search,
         prompts_plugin,
@@ -960,23 +1003,54 @@ impl Ctx {
         self.manifest.stage(t, name).done
     }
 
-    fn engines(&self, actor: &Path, refiner: &Path) -> anyhow::Result<(Engine, Engine)> {
+    /// The generators of the actor, the refiner and the judge: remote where configured,
+    /// else native engines (one for both models when they are the same directory).
+    fn engines(
+        &self,
+        t: usize,
+        actor: &Path,
+        refiner: &Path,
+    ) -> anyhow::Result<(Generator, Generator, Generator)> {
         let device = parse_device(&self.cfg.device)?;
         let kind = parse_dtype(&self.cfg.dtype)?;
-        let a = Engine::start(
-            LoadedModel::load(actor, device, kind)?,
-            self.cfg.max_batch_rows,
-        )?;
-        let same = std::fs::canonicalize(actor).ok() == std::fs::canonicalize(refiner).ok();
-        let r = if same {
-            a.clone()
-        } else {
-            Engine::start(
-                LoadedModel::load(refiner, device, kind)?,
-                self.cfg.max_batch_rows,
-            )?
+        let rows = self.cfg.max_batch_rows;
+        let remote = |role: &str, c: &RemoteConfig, model: &Path| -> anyhow::Result<Generator> {
+            if t > 1 {
+                tracing::warn!(
+                    "iteration {t}: the {role} is served remotely; serve {} there (see docs/scaling.md)",
+                    model.display()
+                );
+            }
+            Ok(Generator::Remote(std::sync::Arc::new(Remote::new(
+                role,
+                c.clone(),
+                self.outage.clone(),
+            )?)))
         };
-        Ok((a, r))
+        let r = &self.cfg.remote;
+        let local_actor = match &r.actor {
+            Some(_) => None,
+            None => Some(Engine::start(LoadedModel::load(actor, device, kind)?, rows)?),
+        };
+        let same = std::fs::canonicalize(actor).ok() == std::fs::canonicalize(refiner).ok();
+        let a = match (&r.actor, &local_actor) {
+            (Some(c), _) => remote("actor", c, actor)?,
+            (None, Some(e)) => Generator::Local(e.clone()),
+            (None, None) => unreachable!("a local actor was started"),
+        };
+        let f = match (&r.refiner, &local_actor) {
+            (Some(c), _) => remote("refiner", c, refiner)?,
+            (None, Some(e)) if same => Generator::Local(e.clone()),
+            (None, _) => Generator::Local(Engine::start(
+                LoadedModel::load(refiner, device, kind)?,
+                rows,
+            )?),
+        };
+        let j = match &r.judge {
+            Some(c) => remote("judge", c, refiner)?,
+            None => f.clone(),
+        };
+        Ok((a, f, j))
     }
 
     async fn iteration(
@@ -1018,12 +1092,12 @@ impl Ctx {
             dir.join("actor.done.json").exists() && dir.join("refiner.done.json").exists();
         let need_models = !training_done && !dir.join("data.json").exists();
         let engines = if need_models {
-            Some(self.engines(actor, refiner)?)
+            Some(self.engines(t, actor, refiner)?)
         } else {
             None
         };
 
-        if let Some((actor_engine, refiner_engine)) = engines {
+        if let Some((actor_engine, refiner_engine, judge_engine)) = engines {
             // sample
             let started = Instant::now();
             let sample = self.cfg.sample.clone();
@@ -1031,6 +1105,7 @@ impl Ctx {
             let eng = actor_engine.clone();
             let samples = item_stage(
                 "sample",
+                &self.outage,
                 &dir.join("samples.jsonl"),
                 units,
                 self.cfg.concurrency,
@@ -1087,13 +1162,14 @@ impl Ctx {
                 .map(|s| (s.idx, (by_idx[&s.idx].clone(), s.responses.clone())))
                 .collect();
             let (eng, plugin, checkers) = (
-                refiner_engine.clone(),
+                judge_engine.clone(),
                 self.prompts_plugin.clone(),
                 self.checker_plugins.clone(),
             );
             let (vote, mode) = (self.cfg.judge.clone(), self.cfg.value);
             let judgments = item_stage(
                 "judge",
+                &self.outage,
                 &dir.join("judgments.jsonl"),
                 units,
                 self.cfg.concurrency,
@@ -1133,7 +1209,7 @@ impl Ctx {
                 .map(|r| (r.idx, (by_idx[&r.idx].clone(), r.clone())))
                 .collect();
             let (eng, plugin, checkers, strategy) = (
-                refiner_engine.clone(),
+                (refiner_engine.clone(), judge_engine.clone()),
                 self.prompts_plugin.clone(),
                 self.checker_plugins.clone(),
                 self.search.clone(),
@@ -1145,6 +1221,7 @@ impl Ctx {
             );
             let trees = item_stage(
                 "search",
+                &self.outage,
                 &dir.join("trees.jsonl"),
                 units,
                 self.cfg.concurrency,
@@ -1209,7 +1286,7 @@ impl Ctx {
                 .build_data(&dir, &by_idx, &samples, &judgments, &roots, &trees, seed)
                 .await?;
             self.finish_stage(t, "data", started, &stats)?;
-            drop((actor_engine, refiner_engine));
+            drop((actor_engine, refiner_engine, judge_engine));
         }
 
         // train-actor: DPO + SFT against the frozen actor of this iteration.
@@ -1443,7 +1520,7 @@ impl Ctx {
 /// Judge every response of one prompt (stage 2).
 #[allow(clippy::too_many_arguments)]
 async fn judge_prompt(
-    eng: &Engine,
+    eng: &Generator,
     plugin: Plugin,
     checkers: &[Plugin],
     mode: ValueMode,
@@ -1608,7 +1685,7 @@ fn pick_roots(judgments: &[JudgeRec], samples: &[SampleRec], seed: u64) -> Vec<R
 /// Search one tree (stage 4); any failure becomes the record's reason.
 #[allow(clippy::too_many_arguments)]
 pub async fn search_tree(
-    eng: Engine,
+    (eng, judge): (Generator, Generator),
     plugin: Plugin,
     checkers: &[Plugin],
     strategy: SearchStrategy,
@@ -1640,6 +1717,7 @@ pub async fn search_tree(
         ..SamplingParams::default()
     };
     let mut h = ModelSearchHost::new(eng, prompts, &p.prompt, vote, refine, search.budget, seed);
+    h.judge = judge;
     h.constraints = constraints;
     h.value_mode = mode;
     let root_node = Node {
