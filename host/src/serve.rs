@@ -294,7 +294,10 @@ impl App {
         {
             return Err(ApiError {
                 status: StatusCode::NOT_FOUND,
-                message: format!("The model `{m}` does not exist (this server serves `{}`).", self.name),
+                message: format!(
+                    "The model `{m}` does not exist (this server serves `{}`).",
+                    self.name
+                ),
                 param: Some("model"),
             });
         }
@@ -307,7 +310,10 @@ impl App {
         if c.frequency_penalty.is_some_and(|x| x != 0.0) {
             return refuse("frequency_penalty", "frequency_penalty");
         }
-        if c.logprobs.as_ref().is_some_and(|v| !(v.is_null() || v == &json!(false))) {
+        if c.logprobs
+            .as_ref()
+            .is_some_and(|v| !(v.is_null() || v == &json!(false)))
+        {
             return refuse("logprobs", "logprobs");
         }
         let n = c.n.unwrap_or(1);
@@ -357,7 +363,11 @@ impl App {
     }
 
     fn id(&self, prefix: &str) -> String {
-        format!("{prefix}-{:x}{:06x}", self.created, self.ids.fetch_add(1, Ordering::Relaxed))
+        format!(
+            "{prefix}-{:x}{:06x}",
+            self.created,
+            self.ids.fetch_add(1, Ordering::Relaxed)
+        )
     }
 }
 
@@ -368,7 +378,10 @@ fn chat_messages(msgs: Vec<InMessage>) -> Result<Vec<ChatMessage>, ApiError> {
     msgs.into_iter()
         .enumerate()
         .map(|(i, m)| {
-            if !matches!(m.role.as_str(), "system" | "developer" | "user" | "assistant") {
+            if !matches!(
+                m.role.as_str(),
+                "system" | "developer" | "user" | "assistant"
+            ) {
                 return Err(ApiError::bad(format!(
                     "messages[{i}].role `{}` is not one of system, developer, user, assistant",
                     m.role
@@ -393,7 +406,11 @@ fn chat_messages(msgs: Vec<InMessage>) -> Result<Vec<ChatMessage>, ApiError> {
                     s
                 }
             };
-            let role = if m.role == "developer" { "system".into() } else { m.role };
+            let role = if m.role == "developer" {
+                "system".into()
+            } else {
+                m.role
+            };
             Ok(ChatMessage { role, content })
         })
         .collect()
@@ -406,14 +423,23 @@ async fn chat_completions(
 ) -> Result<Response, ApiError> {
     authorize(&app, &headers)?;
     let req: ChatRequest = parse(&body)?;
-    if req.tools.as_ref().is_some_and(|t| !t.is_null() && t != &json!([])) {
+    if req
+        .tools
+        .as_ref()
+        .is_some_and(|t| !t.is_null() && t != &json!([]))
+    {
         return Err(ApiError::bad("tools are not supported by spar-host serve").param("tools"));
     }
     if let Some(rf) = &req.response_format
-        && rf.get("type").and_then(Value::as_str).is_some_and(|t| t != "text")
+        && rf
+            .get("type")
+            .and_then(Value::as_str)
+            .is_some_and(|t| t != "text")
     {
-        return Err(ApiError::bad("response_format other than text is not supported")
-            .param("response_format"));
+        return Err(
+            ApiError::bad("response_format other than text is not supported")
+                .param("response_format"),
+        );
     }
     let messages = chat_messages(req.messages)?;
     let ids = app
@@ -479,19 +505,19 @@ async fn completions(
         let usage = req.common.stream_options.unwrap_or_default().include_usage;
         // The parameters differ only in the default max_tokens; the first prompt's apply
         // to each unless a prompt is longer (checked above).
-        let p = params.into_iter().min_by_key(|p| p.max_new_tokens).expect("one prompt");
+        let p = params
+            .into_iter()
+            .min_by_key(|p| p.max_new_tokens)
+            .expect("one prompt");
         return Ok(stream_response(app.clone(), kind, prompts, p, usage));
     }
-    let jobs = prompts
-        .into_iter()
-        .zip(params)
-        .map(|(ids, p)| {
-            let engine = app.engine.clone();
-            async move {
-                let l = ids.len();
-                engine.submit(ids, p).await.map(|c| (l, c))
-            }
-        });
+    let jobs = prompts.into_iter().zip(params).map(|(ids, p)| {
+        let engine = app.engine.clone();
+        async move {
+            let l = ids.len();
+            engine.submit(ids, p).await.map(|c| (l, c))
+        }
+    });
     let done = futures_util::future::try_join_all(jobs)
         .await
         .map_err(|e| ApiError::bad(e.to_string()))?;
@@ -579,7 +605,11 @@ impl Piece {
         let mut safe = match stop.iter().filter_map(|s| text.find(s.as_str())).min() {
             Some(cut) => cut,
             None => {
-                let hold = stop.iter().map(|s| s.len().saturating_sub(1)).max().unwrap_or(0);
+                let hold = stop
+                    .iter()
+                    .map(|s| s.len().saturating_sub(1))
+                    .max()
+                    .unwrap_or(0);
                 text.len().saturating_sub(hold)
             }
         };
@@ -602,7 +632,15 @@ impl Piece {
 }
 
 /// One streamed chunk.
-fn chunk(app: &App, kind: Kind, id: &str, index: usize, delta: Option<&str>, role: bool, finish: Value) -> Value {
+fn chunk(
+    app: &App,
+    kind: Kind,
+    id: &str,
+    index: usize,
+    delta: Option<&str>,
+    role: bool,
+    finish: Value,
+) -> Value {
     match kind {
         Kind::Chat => {
             let mut d = serde_json::Map::new();
@@ -636,7 +674,11 @@ fn stream_response(
 ) -> Response {
     let (out, rx) = mpsc::channel::<Value>(256);
     let n = params.n.max(1);
-    let id = app.id(if kind == Kind::Chat { "chatcmpl" } else { "cmpl" });
+    let id = app.id(if kind == Kind::Chat {
+        "chatcmpl"
+    } else {
+        "cmpl"
+    });
     tokio::spawn(async move {
         let tasks = prompts.into_iter().enumerate().map(|(k, ids)| {
             let (app, out, params, id) = (app.clone(), out.clone(), params.clone(), id.clone());
@@ -659,7 +701,11 @@ fn stream_response(
             }
         }
         if include_usage {
-            let object = if kind == Kind::Chat { "chat.completion.chunk" } else { "text_completion" };
+            let object = if kind == Kind::Chat {
+                "chat.completion.chunk"
+            } else {
+                "text_completion"
+            };
             let _ = out
                 .send(json!({
                     "id": id, "object": object, "created": now(), "model": app.name,
@@ -705,7 +751,12 @@ async fn stream_one(
     let (tx, mut rx) = mpsc::unbounded_channel::<StreamToken>();
     let fut = app.engine.submit_streaming(ids, params, Some(tx));
     tokio::pin!(fut);
-    let mut pieces: Vec<Piece> = (0..n).map(|_| Piece { tokens: Vec::new(), sent: String::new() }).collect();
+    let mut pieces: Vec<Piece> = (0..n)
+        .map(|_| Piece {
+            tokens: Vec::new(),
+            sent: String::new(),
+        })
+        .collect();
     let tok = app.engine.tokenizer();
     let send_token = |pieces: &mut Vec<Piece>, t: StreamToken| {
         let p = &mut pieces[t.sample];
@@ -734,9 +785,17 @@ async fn stream_one(
     for (k, c) in done.iter().enumerate() {
         completion_tokens += c.token_ids.len();
         let rest = pieces[k].advance(&c.text);
-        out.send(chunk(app, kind, id, base + k, rest.as_deref(), false, finish(c)))
-            .await
-            .map_err(|_| None)?;
+        out.send(chunk(
+            app,
+            kind,
+            id,
+            base + k,
+            rest.as_deref(),
+            false,
+            finish(c),
+        ))
+        .await
+        .map_err(|_| None)?;
     }
     Ok((prompt_tokens, completion_tokens))
 }
@@ -747,13 +806,18 @@ mod tests {
 
     #[test]
     fn errors_are_openai_shaped() {
-        let r = ApiError::bad("n must be positive").param("n").into_response();
+        let r = ApiError::bad("n must be positive")
+            .param("n")
+            .into_response();
         assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     }
 
     #[test]
     fn pieces_only_extend() {
-        let mut p = Piece { tokens: vec![], sent: String::new() };
+        let mut p = Piece {
+            tokens: vec![],
+            sent: String::new(),
+        };
         assert_eq!(p.advance("Hel").as_deref(), Some("Hel"));
         assert_eq!(p.advance("Hel"), None);
         assert_eq!(p.advance("Hello").as_deref(), Some("lo"));

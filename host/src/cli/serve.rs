@@ -48,13 +48,14 @@ async fn shutdown_signal() {
     let int = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = int.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = int.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = int => {}
             _ = term.recv() => {}

@@ -1030,7 +1030,10 @@ impl Ctx {
         let r = &self.cfg.remote;
         let local_actor = match &r.actor {
             Some(_) => None,
-            None => Some(Engine::start(LoadedModel::load(actor, device, kind)?, rows)?),
+            None => Some(Engine::start(
+                LoadedModel::load(actor, device, kind)?,
+                rows,
+            )?),
         };
         let same = std::fs::canonicalize(actor).ok() == std::fs::canonicalize(refiner).ok();
         let a = match (&r.actor, &local_actor) {
