@@ -220,6 +220,29 @@ fn one_iteration_through_every_stage_and_resume_after_kills() {
     );
     assert!(stdout.contains("train-actor"), "{stdout}");
 
+    // The pairs and refiner data, exported for TRL and LLaMA-Factory, read as TRL reads them.
+    for fmt in ["trl", "llamafactory"] {
+        let o = Command::new(bin())
+            .args(["export"])
+            .arg(&a)
+            .args(["--format", fmt, "--out"])
+            .arg(dir.join(fmt))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let o = Command::new(spar_host::plugin::repo_root().join(".venv/bin/python"))
+        .arg(spar_host::plugin::repo_root().join("scripts/check_export.py"))
+        .arg(dir.join("trl"))
+        .arg(dir.join("llamafactory"))
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let counts: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(counts["dpo"], pairs.len());
+    assert_eq!(counts["sft"], rft.len());
+
     // The same run, killed again and again and restarted with the same command.
     let resumed = config(&dir, &model, "resumed");
     let kills = [

@@ -181,6 +181,30 @@ fn remote_backend_retries_then_fails_clearly_and_balances_endpoints() {
         let e = r.chat(&msgs, long).await.unwrap_err().to_string();
         assert!(e.contains("HTTP 400") && e.contains("context"), "{e}");
         assert!(outage.get().is_none());
+        // Two live endpoints share the requests.
+        let second = Server::start(&model, &[]);
+        let both = Remote::new(
+            "actor",
+            RemoteConfig::new(vec![server.url.clone(), second.url.clone()]),
+            outage.clone(),
+        )
+        .unwrap();
+        for _ in 0..4 {
+            both.chat(&msgs, p.clone()).await.unwrap();
+        }
+        for s in [&server, &second] {
+            let stats: serde_json::Value = reqwest::get(s.url.replace("/v1", "/stats"))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            assert!(
+                stats["decode_steps"].as_u64().unwrap() > 0,
+                "{} got nothing",
+                s.url
+            );
+        }
         // Only dead endpoints: retries with backoff, then one clear error and the outage.
         let only_dead = Remote::new(
             "refiner",
