@@ -11,6 +11,7 @@ pub mod export;
 pub mod model;
 pub mod plot;
 pub mod plugin;
+pub mod prompts;
 pub mod score;
 pub mod selfplay;
 pub mod serve;

@@ -175,6 +175,9 @@ enum Command {
         #[arg(long)]
         iteration: Option<usize>,
     },
+    /// Build prompt pools: evolve seeds with a model, compose with checkers, split.
+    #[command(subcommand)]
+    Prompts(cli::prompts::PromptsCmd),
     /// Tree-search strategies.
     #[command(subcommand)]
     Search(SearchCmd),
@@ -559,6 +562,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let fmt = spar_host::export::Format::parse(&format)?;
             let n = spar_host::export::export(&run_dir, fmt, &out, iteration)?;
             println!("{n}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Prompts(cmd) => {
+            cli::prompts::run(cli.sandbox.host()?, cmd).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Search(SearchCmd::Replay {

@@ -20,7 +20,7 @@ pub struct IfevalOpts<'a> {
     pub batch_size: usize,
 }
 
-fn bar(len: usize, what: &str) -> indicatif::ProgressBar {
+pub fn bar(len: usize, what: &str) -> indicatif::ProgressBar {
     indicatif::ProgressBar::new(len as u64).with_style(
         indicatif::ProgressStyle::with_template(&format!(
             "{what} {{bar:30}} {{pos}}/{{len}}, ETA {{eta}}"

@@ -2,4 +2,5 @@
 
 pub mod eval;
 pub mod model;
+pub mod prompts;
 pub mod serve;
