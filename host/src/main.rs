@@ -178,6 +178,9 @@ enum Command {
     /// Build prompt pools: evolve seeds with a model, compose with checkers, split.
     #[command(subcommand)]
     Prompts(cli::prompts::PromptsCmd),
+    /// A markdown report with PNG plots of every metric across a run's iterations
+    /// (RUN_DIR/report.md, RUN_DIR/report/*.png).
+    Report { run_dir: PathBuf },
     /// Tree-search strategies.
     #[command(subcommand)]
     Search(SearchCmd),
@@ -226,6 +229,61 @@ enum SearchCmd {
 
 #[derive(Subcommand)]
 enum EvalCmd {
+    /// FollowBench: levels 1–5 per category; HSR, SSR and CSL. Rule-checkable items by rules,
+    /// the rest by the judge model with FollowBench's prompt.
+    Followbench {
+        /// The directory of FollowBench's `*_constraints.json` files.
+        #[arg(long)]
+        data: PathBuf,
+        #[command(flatten)]
+        model: cli::model::ModelArgs,
+        #[command(flatten)]
+        sampling: cli::model::SamplingArgs,
+        #[command(flatten)]
+        eval: cli::evalsuite::EvalArgs,
+        #[command(flatten)]
+        judge: cli::evalsuite::JudgeArgs,
+        /// Score these answers (JSONL of `instruction` + `generation`) instead of generating.
+        #[arg(long)]
+        responses: Option<PathBuf>,
+    },
+    /// LLMBar: the model (the refiner) as judge — pairwise accuracy in both orders and
+    /// positional agreement; pointwise accuracy and F1 with SPaR's judge prompt.
+    Llmbar {
+        /// The directory of LLMBar's subset files (Natural.json, Adversarial_*.json).
+        #[arg(long)]
+        data: PathBuf,
+        #[command(flatten)]
+        model: cli::model::ModelArgs,
+        #[command(flatten)]
+        eval: cli::evalsuite::EvalArgs,
+        /// The prompts plugin whose judge conversation scores outputs pointwise.
+        #[arg(long, default_value = "spar-prompts")]
+        prompts: String,
+        #[arg(long, default_value_t = 512)]
+        max_new_tokens: usize,
+    },
+    /// Refinement accuracy: failing responses (checked by the checker plugins) judged and
+    /// refined by the refiner; the share of refinements that pass.
+    Refine {
+        /// IFEval-style rows (`prompt`, `instruction_id_list`, `kwargs`, optional `response`;
+        /// default: IFEval's prompts, answered by --model).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        #[command(flatten)]
+        model: cli::model::ModelArgs,
+        /// The refiner's model directory (default: --model).
+        #[arg(long)]
+        refiner: Option<PathBuf>,
+        #[command(flatten)]
+        sampling: cli::model::SamplingArgs,
+        #[command(flatten)]
+        eval: cli::evalsuite::EvalArgs,
+        #[arg(long = "plugin", default_value = "ifeval")]
+        plugins: Vec<String>,
+        #[arg(long, default_value = "spar-prompts")]
+        prompts: String,
+    },
     /// IFEval: a model's answers (chat template, greedy by default, batched) or a responses
     /// file, checked by the `ifeval` plugin (the reference's semantics); prompt- and
     /// instruction-level accuracy, strict and loose, per category and per instruction type.
@@ -458,6 +516,65 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             plugins,
             out,
         } => score_cmd(&cli.sandbox, &input, &plugins, out.as_deref()).await,
+        Command::Eval(EvalCmd::Followbench {
+            data,
+            model,
+            sampling,
+            eval,
+            judge,
+            responses,
+        }) => {
+            cli::evalsuite::followbench_cmd(
+                &data,
+                &model,
+                &sampling,
+                &eval,
+                &judge,
+                responses.as_deref(),
+            )
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Eval(EvalCmd::Llmbar {
+            data,
+            model,
+            eval,
+            prompts,
+            max_new_tokens,
+        }) => {
+            let host = cli.sandbox.host()?;
+            cli::evalsuite::llmbar_cmd(&host, &data, &model, &eval, &prompts, max_new_tokens)
+                .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Eval(EvalCmd::Refine {
+            data,
+            model,
+            refiner,
+            sampling,
+            eval,
+            plugins,
+            prompts,
+        }) => {
+            let host = cli.sandbox.host()?;
+            cli::evalsuite::refine_cmd(
+                &host,
+                data.as_deref(),
+                &model,
+                refiner.as_deref(),
+                &sampling,
+                &eval,
+                &plugins,
+                &prompts,
+            )
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report { run_dir } => {
+            let p = spar_host::eval::report::write(&run_dir)?;
+            println!("{}", p.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Eval(EvalCmd::Ifeval {
             model,
             sampling,
