@@ -14,6 +14,7 @@ use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
 use crate::model::weights::write_atomic;
+use crate::selfplay::pipeline::read_jsonl;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -74,20 +75,6 @@ fn iterations_with_data(run: &Path) -> anyhow::Result<Vec<(usize, PathBuf)>> {
     Ok(found)
 }
 
-/// Read a JSONL file; a bad line is an error naming file and line.
-fn read_rows(path: &Path) -> anyhow::Result<Vec<Value>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str(l)
-                .with_context(|| format!("{}:{}: not a JSON object", path.display(), i + 1))
-        })
-        .collect()
-}
-
 /// A list of `{role, content}` messages from field `key` of row `line` of `path`.
 fn messages<'a>(
     row: &'a Value,
@@ -143,8 +130,8 @@ pub fn export(
     };
     let pairs_path = dir.join("pairs.jsonl");
     let rft_path = dir.join("rft.jsonl");
-    let pairs = read_rows(&pairs_path)?;
-    let rft = read_rows(&rft_path)?;
+    let pairs: Vec<Value> = read_jsonl(&pairs_path)?;
+    let rft: Vec<Value> = read_jsonl(&rft_path)?;
     // Check every row before writing anything.
     for (i, r) in pairs.iter().enumerate() {
         for k in ["prompt", "chosen", "rejected"] {

@@ -9,7 +9,6 @@ use serde_json::{Map, Value, json};
 
 use crate::backend::Generator;
 use crate::model::generate::SamplingParams;
-use crate::model::tokenizer::ChatMessage;
 use crate::plugin::checker::CheckerSet;
 use crate::plugin::taxonomy::Taxonomy;
 
@@ -142,13 +141,7 @@ pub async fn evolve_one(
         Ok(m) => m,
         Err(e) => return Evolved::Failed(e.to_string()),
     };
-    let chat: Vec<ChatMessage> = msgs
-        .into_iter()
-        .map(|m| ChatMessage {
-            role: m.role,
-            content: m.content,
-        })
-        .collect();
+    let chat = crate::selfplay::judge::chat(msgs);
     let p = SamplingParams {
         seed: Some(mix(run_seed ^ 0x5EED, i as u64)),
         ..params.clone()

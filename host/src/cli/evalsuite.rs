@@ -13,6 +13,7 @@ use spar_host::model::{LoadedModel, parse_device, parse_dtype};
 use spar_host::plugin::PluginHost;
 use spar_host::plugin::prompts::{Prompts, Verdict};
 use spar_host::score::write_jsonl_atomic;
+use spar_host::selfplay::judge::chat;
 
 use super::eval::bar;
 use super::model::{ModelArgs, SamplingArgs};
@@ -266,17 +267,7 @@ pub async fn llmbar_cmd(
             ]);
         }
         for o in [&it.output_1, &it.output_2] {
-            convs.push(
-                prompts
-                    .judge_messages(&it.input, o)
-                    .await?
-                    .into_iter()
-                    .map(|m| ChatMessage {
-                        role: m.role,
-                        content: m.content,
-                    })
-                    .collect(),
-            );
+            convs.push(chat(prompts.judge_messages(&it.input, o).await?));
         }
     }
     let pb = bar(convs.len(), "judging");

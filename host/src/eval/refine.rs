@@ -12,10 +12,10 @@ use serde::Serialize;
 
 use crate::backend::Generator;
 use crate::model::generate::SamplingParams;
-use crate::model::tokenizer::ChatMessage;
 use crate::plugin::checker::CheckerSet;
 use crate::plugin::prompts::Prompts;
 use crate::score::Row;
+use crate::selfplay::judge::chat;
 
 /// Whether every constraint of `row` passes for `response` (strict).
 pub async fn passes(set: &mut CheckerSet, row: &Row, response: &str) -> anyhow::Result<bool> {
@@ -46,16 +46,6 @@ pub struct Refined {
     pub passed: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-}
-
-fn chat(messages: Vec<crate::plugin::types::Message>) -> Vec<ChatMessage> {
-    messages
-        .into_iter()
-        .map(|m| ChatMessage {
-            role: m.role,
-            content: m.content,
-        })
-        .collect()
 }
 
 /// Judge, refine and re-check one failing response.

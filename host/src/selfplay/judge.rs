@@ -156,7 +156,8 @@ pub fn aggregate(outputs: &[String], verdicts: &[Verdict]) -> Option<Judgment> {
     })
 }
 
-fn chat(messages: Vec<Message>) -> Vec<ChatMessage> {
+/// A plugin's conversation as the generator's chat messages.
+pub fn chat(messages: Vec<Message>) -> Vec<ChatMessage> {
     messages
         .into_iter()
         .map(|m| ChatMessage {

@@ -556,7 +556,8 @@ fn shuffle<T>(v: &mut [T], seed: u64) {
 // ---------------------------------------------------------------------------------------
 // Artifacts
 
-fn read_jsonl<T: for<'de> Deserialize<'de>>(path: &Path) -> anyhow::Result<Vec<T>> {
+/// The rows of a JSONL file; a bad line is an error naming file and line.
+pub(crate) fn read_jsonl<T: for<'de> Deserialize<'de>>(path: &Path) -> anyhow::Result<Vec<T>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     text.lines()
