@@ -359,3 +359,45 @@ fn remote_backend_against_llama_cpp_python_server() {
         assert!(three.iter().all(|c| !c.text.is_empty()), "{three:?}");
     });
 }
+
+#[test]
+fn api_key_is_required_when_set() {
+    let model = tiny("apikey");
+    let server = Server::start(&model, &["--api-key", "sekret"]);
+    let models = format!("{}/models", server.url);
+    let status = |extra: &[&str]| {
+        let o = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+            .args(extra)
+            .arg(&models)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert_eq!(status(&[]), "401");
+    assert_eq!(status(&["-H", "Authorization: Bearer wrong"]), "401");
+    assert_eq!(status(&["-H", "Authorization: Bearer sekret"]), "200");
+    // The remote backend sends the key from the variable its config names.
+    let var = "SPAR_TEST_SERVE_KEY";
+    // SAFETY: this test's own variable, set before any thread reads it.
+    unsafe { std::env::set_var(var, "sekret") };
+    rt().block_on(async {
+        let mut cfg = RemoteConfig::new(vec![server.url.clone()]);
+        cfg.api_key_env = var.into();
+        let r = Remote::new("actor", cfg.clone(), Outage::default()).unwrap();
+        let msgs = [ChatMessage::new("user", "hi")];
+        let p = SamplingParams {
+            max_new_tokens: 3,
+            ..SamplingParams::default()
+        };
+        assert_eq!(r.chat(&msgs, p.clone()).await.unwrap().len(), 1);
+        cfg.api_key_env = "SPAR_TEST_NO_SUCH_VARIABLE".into();
+        let e = Remote::new("actor", cfg, Outage::default())
+            .unwrap()
+            .chat(&msgs, p)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("401"), "{e}");
+    });
+}
