@@ -401,3 +401,57 @@ fn api_key_is_required_when_set() {
         assert!(e.contains("401"), "{e}");
     });
 }
+
+/// A client that goes away (timeout, closed connection) stops its decoding, streamed or not.
+#[test]
+fn a_client_that_leaves_frees_its_rows() {
+    let server = Server::start(&embedded(), &[]);
+    let stats = format!("{}/stats", server.url.trim_end_matches("/v1"));
+    let steps = || -> u64 {
+        let o = Command::new("curl").args(["-s", &stats]).output().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["decode_steps"].as_u64().unwrap()
+    };
+    let mut before = steps();
+    for stream in [false, true] {
+        let body = serde_json::json!({
+            "messages": [{"role": "user", "content": "Tell a long story."}],
+            "max_tokens": 4000, "temperature": 0, "ignore_eos": true, "stream": stream,
+        });
+        // Gives up after a second, far before 4000 tokens.
+        let _ = Command::new("curl")
+            .args([
+                "-s",
+                "--max-time",
+                "1",
+                "-H",
+                "content-type: application/json",
+                "-d",
+            ])
+            .arg(body.to_string())
+            .arg(format!("{}/chat/completions", server.url))
+            .output()
+            .unwrap();
+        // Decoding stops soon after (a step or two in flight), far before 4000 tokens.
+        let t = Instant::now();
+        let mut last = steps();
+        loop {
+            std::thread::sleep(Duration::from_millis(1500));
+            let now = steps();
+            if now == last {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "stream={stream}: still decoding"
+            );
+            last = now;
+        }
+        assert!(
+            last - before < 1000,
+            "stream={stream}: {} steps",
+            last - before
+        );
+        before = last;
+    }
+}

@@ -663,10 +663,16 @@ fn serve(lm: &LoadedModel, rx: &std_mpsc::Receiver<Job>, max_rows: usize, st: &E
             let slot = slots[i].as_mut().expect("active");
             slot.next = t;
             slot.pos += 1;
-            if let Some(sink) = served.get(&slot.served).and_then(|s| s.job.stream.as_ref())
-                && !emit(sink, slot.sample, t)
-            {
-                rows[i].done.get_or_insert(FinishReason::Stop);
+            if let Some(s) = served.get(&slot.served) {
+                // Nobody waits for this request any more (a client that went away): stop.
+                let gone = s.job.reply.is_closed()
+                    || s.job
+                        .stream
+                        .as_ref()
+                        .is_some_and(|k| !emit(k, slot.sample, t));
+                if gone {
+                    rows[i].done.get_or_insert(FinishReason::Stop);
+                }
             }
             if res.is_err() || rows[i].done.is_some() {
                 let s = slots[i].take().expect("active");
