@@ -11,6 +11,7 @@ use crate::backend::Generator;
 use crate::model::generate::SamplingParams;
 use crate::plugin::checker::CheckerSet;
 use crate::plugin::taxonomy::Taxonomy;
+use crate::selfplay::pipeline::{derive, shuffle};
 
 /// One seed task.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,31 +70,39 @@ pub fn read_seeds(root: &Path, source: &str) -> anyhow::Result<Vec<Seed>> {
     }
 }
 
-fn read_jsonl_seeds(path: &Path, tag: &str) -> anyhow::Result<Vec<Seed>> {
+/// The objects of a JSONL file with their line numbers (blank lines skipped); a line that is
+/// not a JSON object is an error naming file and line.
+fn jsonl_objects(path: &Path) -> anyhow::Result<Vec<(usize, Map<String, Value>)>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l)
+                .map(|v| (i + 1, v))
+                .with_context(|| format!("{}:{}: not a JSON object", path.display(), i + 1))
+        })
+        .collect()
+}
+
+fn read_jsonl_seeds(path: &Path, tag: &str) -> anyhow::Result<Vec<Seed>> {
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let v: Value = serde_json::from_str(line)
-            .with_context(|| format!("{}:{}: not JSON", path.display(), i + 1))?;
+    for (line, v) in jsonl_objects(path)? {
         let text = v
             .get("prompt")
             .or_else(|| v.get("instruction"))
             .and_then(Value::as_str)
             .with_context(|| {
                 format!(
-                    "{}:{}: a seed row needs a string `prompt` or `instruction`",
-                    path.display(),
-                    i + 1
+                    "{}:{line}: a seed row needs a string `prompt` or `instruction`",
+                    path.display()
                 )
             })?;
         let origin = if tag.is_empty() {
-            format!("{}:{}", path.display(), i + 1)
+            format!("{}:{line}", path.display())
         } else {
-            format!("{tag}:{}", i + 1)
+            format!("{tag}:{line}")
         };
         out.push(Seed {
             origin,
@@ -106,13 +115,9 @@ fn read_jsonl_seeds(path: &Path, tag: &str) -> anyhow::Result<Vec<Seed>> {
     Ok(out)
 }
 
-/// splitmix64 of `seed` and `i`: reproducible draws per item.
+/// A reproducible draw per item (the pipeline's seed derivation).
 fn mix(seed: u64, i: u64) -> u64 {
-    let mut z = seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    derive(seed, &[i])
 }
 
 /// What evolving one seed gave.
@@ -206,10 +211,7 @@ pub async fn compose_one(
 ) -> anyhow::Result<Value> {
     let mut ids: Vec<String> = set.specs.iter().map(|s| s.id.clone()).collect();
     // A reproducible shuffle, then the first id of each new group.
-    for j in (1..ids.len()).rev() {
-        let r = (mix(draw, j as u64) % (j as u64 + 1)) as usize;
-        ids.swap(j, r);
-    }
+    shuffle(&mut ids, draw);
     let mut groups = HashSet::new();
     let chosen: Vec<String> = ids
         .into_iter()
@@ -271,10 +273,7 @@ pub fn split(rows: Vec<Value>, shares: [f64; 3], seed: u64) -> anyhow::Result<Sp
         .filter(|r| seen.insert(dedup_key(r["prompt"].as_str().unwrap_or_default())))
         .collect();
     let duplicates = total - rows.len();
-    for j in (1..rows.len()).rev() {
-        let r = (mix(seed, j as u64) % (j as u64 + 1)) as usize;
-        rows.swap(j, r);
-    }
+    shuffle(&mut rows, seed);
     let sum: f64 = shares.iter().sum();
     let n = rows.len();
     let a = ((shares[0] / sum) * n as f64).round() as usize;
@@ -291,21 +290,15 @@ pub fn split(rows: Vec<Value>, shares: [f64; 3], seed: u64) -> anyhow::Result<Sp
 
 /// Read a prompt JSONL (rows with a string `prompt`); errors name file and line.
 pub fn read_prompt_rows(path: &Path) -> anyhow::Result<Vec<Value>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let v: Map<String, Value> = serde_json::from_str(line)
-            .with_context(|| format!("{}:{}: not a JSON object", path.display(), i + 1))?;
-        if !v.get("prompt").is_some_and(Value::is_string) {
-            bail!("{}:{}: no string `prompt`", path.display(), i + 1);
-        }
-        out.push(Value::Object(v));
-    }
-    Ok(out)
+    jsonl_objects(path)?
+        .into_iter()
+        .map(|(line, v)| {
+            if !v.get("prompt").is_some_and(Value::is_string) {
+                bail!("{}:{line}: no string `prompt`", path.display());
+            }
+            Ok(Value::Object(v))
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -503,8 +503,8 @@ async fn completions(
     let kind = Kind::Text;
     if req.common.stream {
         let usage = req.common.stream_options.unwrap_or_default().include_usage;
-        // The parameters differ only in the default max_tokens; the first prompt's apply
-        // to each unless a prompt is longer (checked above).
+        // The prompts' parameters differ only in the default max_tokens (the context left
+        // after each prompt); streamed together, the smallest applies to all.
         let p = params
             .into_iter()
             .min_by_key(|p| p.max_new_tokens)

@@ -50,7 +50,7 @@ pub struct EvalArgs {
 }
 
 /// The generator of a model directory or an endpoint.
-fn generator(
+pub fn generator(
     m: &ModelArgs,
     dir: Option<&Path>,
     endpoint: Option<&str>,

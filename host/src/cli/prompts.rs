@@ -5,8 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use spar_host::backend::{Generator, Outage, Remote, RemoteConfig};
-use spar_host::model::generate::{Engine, SamplingParams};
+use spar_host::model::generate::SamplingParams;
 use spar_host::plugin::checker::{Checker, CheckerSet};
 use spar_host::plugin::taxonomy::Taxonomy;
 use spar_host::plugin::{PluginHost, PluginKind};
@@ -118,14 +117,13 @@ pub async fn run(host: PluginHost, cmd: PromptsCmd) -> anyhow::Result<()> {
             let types = Arc::new(
                 prompts::type_paths(&mut Taxonomy::from_plugin(plugin.clone()).await?).await?,
             );
-            let generator = match endpoint {
-                Some(url) => Generator::Remote(Arc::new(Remote::new(
-                    "evolver",
-                    RemoteConfig::new(vec![url]),
-                    Outage::default(),
-                )?)),
-                None => Generator::Local(Engine::start(model.load()?, concurrency.max(1))?),
-            };
+            let generator = super::evalsuite::generator(
+                &model,
+                None,
+                endpoint.as_deref(),
+                "evolver",
+                concurrency,
+            )?;
             let params = SamplingParams {
                 temperature,
                 top_p: 1.0,

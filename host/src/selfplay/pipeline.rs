@@ -546,7 +546,8 @@ const S_SEARCH: u64 = 4;
 const S_CRITIQUE: u64 = 5;
 const S_SHUFFLE: u64 = 6;
 
-fn shuffle<T>(v: &mut [T], seed: u64) {
+/// A seeded Fisher–Yates shuffle.
+pub(crate) fn shuffle<T>(v: &mut [T], seed: u64) {
     for i in (1..v.len()).rev() {
         let j = (derive(seed, &[i as u64]) % (i as u64 + 1)) as usize;
         v.swap(i, j);
