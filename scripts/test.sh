@@ -16,4 +16,5 @@ cargo test --manifest-path plugins/Cargo.toml -p spar-search-core 2>&1
 # The IFEval checker's unit tests (per-type pass/fail, Python string semantics, Punkt,
 # Treebank, langdetect) run natively; its parity with the reference is in tests/ifeval_parity.rs.
 cargo test --manifest-path plugins/Cargo.toml -p ifeval --target "$(rustc -vV | sed -n 's/^host: //p')" 2>&1
+cargo test -p spar-gemm 2>&1
 cargo test -p spar-host 2>&1

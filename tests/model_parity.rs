@@ -125,6 +125,72 @@ fn logits_match_transformers_within_1e_3() {
     );
 }
 
+/// The decode path (one position per step through the KV cache: the packed small-batch
+/// products and the batched decode attention) against the same transformers logits.
+#[test]
+fn decode_steps_match_transformers_logits() {
+    let f = fixture();
+    let lm = model();
+    assert_eq!(
+        lm.model.uses_decode_kernel(),
+        spar_host::model::gemm::available(),
+        "f32 on a CPU with AVX-512 decodes with the packed kernel"
+    );
+    let vocab = f["vocab_size"].as_u64().unwrap() as usize;
+    let raw = std::fs::read(
+        spar_host::plugin::repo_root()
+            .join("tests/fixtures")
+            .join(f["last_logits_file"].as_str().unwrap()),
+    )
+    .unwrap();
+    let mut worst = 0.0f64;
+    for (i, p) in f["prompts"].as_array().unwrap().iter().enumerate() {
+        let prompt = ids(&p["input_ids"]);
+        let t = prompt.len() as i64;
+        let mut cache = lm.model.new_cache(1, t);
+        let steps: Vec<Tensor> = tch::no_grad(|| {
+            (0..t)
+                .map(|at| {
+                    let input =
+                        Tensor::from_slice(&prompt[at as usize..at as usize + 1]).view([1, 1]);
+                    let pos = Tensor::from_slice(&[at]).view([1, 1]);
+                    let mask = Tensor::ones([1, 1, 1, at + 1], (Kind::Bool, Device::Cpu));
+                    let h = lm.model.forward(&input, &pos, &mask, Some(&mut cache));
+                    lm.model.next_logits(&h.squeeze_dim(1)).squeeze_dim(0)
+                })
+                .collect()
+        });
+        let last: Vec<f32> = raw[i * vocab * 4..(i + 1) * vocab * 4]
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let d = (&steps[t as usize - 1] - Tensor::from_slice(&last))
+            .abs()
+            .max()
+            .double_value(&[]);
+        worst = worst.max(d);
+        for pp in p["positions"].as_array().unwrap() {
+            let at = pp["position"].as_i64().unwrap() as usize;
+            let cols = Tensor::from_slice(&ids(&pp["token_ids"]));
+            let want: Vec<f32> = pp["logits"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect();
+            let d = (steps[at].index_select(0, &cols) - Tensor::from_slice(&want))
+                .abs()
+                .max()
+                .double_value(&[]);
+            worst = worst.max(d);
+        }
+    }
+    assert!(
+        worst < 1e-3,
+        "max |spar decode - transformers| logit difference {worst}"
+    );
+}
+
 #[test]
 fn greedy_decoding_matches_64_tokens() {
     let f = fixture();

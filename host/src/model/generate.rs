@@ -255,7 +255,7 @@ pub fn generate(
         .logical_or(&eye);
     tch::no_grad(|| -> Result<(), ModelError> {
         let hidden = model.forward(&ids, &pos, &mask, Some(&mut cache));
-        let mut logits = model.logits(&hidden.narrow(1, len - 1, 1).squeeze_dim(1));
+        let mut logits = model.next_logits(&hidden.narrow(1, len - 1, 1).squeeze_dim(1));
         let mut last_pos = pos.narrow(1, len - 1, 1);
         for _step in 0..max_new {
             let active: Vec<usize> = (0..rows.len()).collect();
@@ -280,7 +280,7 @@ pub fn generate(
             pos = last_pos.shallow_clone();
             let mask = keys.to_kind(Kind::Bool).unsqueeze(1).unsqueeze(1);
             let hidden = model.forward(&step_ids, &pos, &mask, Some(&mut cache));
-            logits = model.logits(&hidden.squeeze_dim(1));
+            logits = model.next_logits(&hidden.squeeze_dim(1));
         }
         Ok(())
     })?;
@@ -647,7 +647,7 @@ fn serve(lm: &LoadedModel, rx: &std_mpsc::Receiver<Job>, max_rows: usize, st: &E
             Some(c),
         );
         let active: Vec<usize> = (0..slots.len()).filter(|&i| slots[i].is_some()).collect();
-        let mut logits = model.logits(&hidden.squeeze_dim(1));
+        let mut logits = model.next_logits(&hidden.squeeze_dim(1));
         if active.len() < slots.len() {
             let idx: Vec<i64> = active.iter().map(|&i| i as i64).collect();
             logits = logits.index_select(0, &Tensor::from_slice(&idx).to_device(dev));
@@ -813,7 +813,7 @@ fn admit(
                 .tril(0)
                 .view([1, 1, l, l]);
             let hidden = model.forward(&ids, &pos, &mask, Some(&mut pre));
-            let last = model.logits(&hidden.narrow(1, l - 1, 1).squeeze_dim(1));
+            let last = model.next_logits(&hidden.narrow(1, l - 1, 1).squeeze_dim(1));
             let v = std::rc::Rc::new((pre, last));
             prompts.put(p.clone(), v.clone());
             v

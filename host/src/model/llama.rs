@@ -6,6 +6,7 @@ use std::path::Path;
 
 use tch::{Device, Kind, Tensor, nn};
 
+use super::gemm::{self, Packed};
 use super::{ModelConfig, ModelError};
 
 struct Linear {
@@ -132,6 +133,50 @@ struct Fused {
     gate_up_w: Tensor,
 }
 
+/// Every projection repacked for small-batch products (see `gemm`), used by cached forward
+/// passes of few rows: decode steps.
+struct DecodeWeights {
+    /// Per layer: q/k/v, o, gate/up, down.
+    layers: Vec<[Packed; 4]>,
+    lm_head: Packed,
+}
+
+/// Decode steps of up to this many rows use the packed weights (more rows go to libtorch's
+/// GEMM, which is efficient there: prefill, long batches).
+fn small_gemm_rows() -> i64 {
+    static ROWS: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *ROWS.get_or_init(|| {
+        std::env::var("SPAR_SMALL_GEMM_ROWS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(64)
+    })
+}
+
+/// While alive, libtorch's operations on this thread run single-threaded: during a decode
+/// step the products run on the `gemm` pool, and libtorch's worker threads spinning between
+/// its (small) parallel operations would take the pool's cores. OpenMP's thread count is a
+/// per-thread setting, so other threads (training, other engines) keep theirs.
+struct TorchSerial(i32);
+
+impl TorchSerial {
+    fn new() -> Self {
+        let n = tch::get_num_threads();
+        if n > 1 {
+            tch::set_num_threads(1);
+        }
+        Self(n)
+    }
+}
+
+impl Drop for TorchSerial {
+    fn drop(&mut self) {
+        if self.0 > 1 {
+            tch::set_num_threads(self.0);
+        }
+    }
+}
+
 /// A decoder-only language model.
 pub struct Llama {
     pub cfg: ModelConfig,
@@ -143,6 +188,8 @@ pub struct Llama {
     cos: Tensor,
     sin: Tensor,
     fused: Option<Vec<Fused>>,
+    /// Made on the first decode step that can use it; `unpack` drops it.
+    decode: std::sync::OnceLock<Option<DecodeWeights>>,
 }
 
 /// `inv_freq` of RoPE, with llama3's frequency-dependent scaling when configured.
@@ -236,6 +283,7 @@ impl Llama {
             norm,
             lm_head,
             fused: None,
+            decode: std::sync::OnceLock::new(),
         }
     }
 
@@ -291,6 +339,52 @@ impl Llama {
                 .collect()
         });
         self.fused = Some(fused);
+    }
+
+    /// The packed copies of the weights for decode steps, made on first use where they apply:
+    /// f32 on a CPU with AVX-512, after `fuse_for_inference`. `SPAR_SMALL_GEMM=0` turns them
+    /// off (libtorch's GEMM everywhere).
+    fn decode_weights(&self) -> Option<&DecodeWeights> {
+        self.decode
+            .get_or_init(|| {
+                let fused = self.fused.as_ref()?;
+                let on = std::env::var("SPAR_SMALL_GEMM").map_or(true, |v| v != "0");
+                if !on
+                    || !gemm::available()
+                    || self.kind() != Kind::Float
+                    || self.device() != Device::Cpu
+                {
+                    return None;
+                }
+                gemm::set_threads(tch::get_num_threads().max(1) as usize);
+                let layers = self
+                    .layers
+                    .iter()
+                    .zip(fused)
+                    .map(|(l, f)| {
+                        [
+                            Packed::new(&f.qkv_w, f.qkv_b.as_ref()),
+                            Packed::new(&l.o.w, None),
+                            Packed::new(&f.gate_up_w, None),
+                            Packed::new(&l.down.w, None),
+                        ]
+                    })
+                    .collect();
+                let lm_head = Packed::new(self.lm_head.as_ref().unwrap_or(&self.embed), None);
+                Some(DecodeWeights { layers, lm_head })
+            })
+            .as_ref()
+    }
+
+    /// Whether decode steps run on the packed small-batch kernel (packing it now if it applies).
+    pub fn uses_decode_kernel(&self) -> bool {
+        self.decode_weights().is_some()
+    }
+
+    /// Drop the packed decode copies; whoever changes weights in place after generating must
+    /// call this (the next decode step repacks).
+    pub fn unpack(&mut self) {
+        self.decode = std::sync::OnceLock::new();
     }
 
     /// Load an HF model directory's weights (`model.safetensors` or a sharded index).
@@ -373,16 +467,25 @@ impl Llama {
         };
         let mut xs = Tensor::embedding(&self.embed, ids, -1, false, false);
         let past = cache.as_ref().map_or(0, |c| c.len);
+        // Decode steps (a cache, few rows) multiply with the packed weights.
+        let packed = if cache.is_some() && b * t <= small_gemm_rows() {
+            self.decode_weights()
+        } else {
+            None
+        };
+        let _serial = packed.map(|_| TorchSerial::new());
         for (l, layer) in self.layers.iter().enumerate() {
             let h = rms_norm(&xs, &layer.ln1, self.cfg.rms_norm_eps);
             let fused = self.fused.as_ref().map(|f| &f[l]);
+            let pk = packed.map(|p| &p.layers[l]);
             let (q, k, v) = match fused {
                 Some(f) => {
                     // One matmul, and RoPE on the q and k heads together.
-                    let qkv = h
-                        .linear(&f.qkv_w, f.qkv_b.as_ref())
-                        .view([b, t, nh + 2 * nkv, d])
-                        .transpose(1, 2);
+                    let qkv = match pk {
+                        Some(p) => p[0].forward(&h),
+                        None => h.linear(&f.qkv_w, f.qkv_b.as_ref()),
+                    };
+                    let qkv = qkv.view([b, t, nh + 2 * nkv, d]).transpose(1, 2);
                     let qk = rope(&qkv.narrow(1, 0, nh + nkv));
                     (
                         qk.narrow(1, 0, nh),
@@ -408,32 +511,47 @@ impl Llama {
                 }
                 None => (k, v),
             };
-            // GQA inside SDPA: no copies of the cache per query-head group.
-            let att = Tensor::scaled_dot_product_attention(
-                &q,
-                &k,
-                &v,
-                Some(mask),
-                0.0,
-                false,
-                None,
-                nh != nkv,
-            );
+            let att = if packed.is_some() && t == 1 {
+                decode_attention(&q, &k, &v, mask, nkv)
+            } else {
+                // GQA inside SDPA: no copies of the cache per query-head group.
+                Tensor::scaled_dot_product_attention(
+                    &q,
+                    &k,
+                    &v,
+                    Some(mask),
+                    0.0,
+                    false,
+                    None,
+                    nh != nkv,
+                )
+            };
             let att = att.transpose(1, 2).reshape([b, t, nh * d]);
             // Not `+=`: an in-place add would corrupt tensors autograd saved for backward.
             #[allow(clippy::assign_op_pattern)]
             {
-                xs = xs + layer.o.forward(&att);
+                xs = xs
+                    + match pk {
+                        Some(p) => p[1].forward(&att),
+                        None => layer.o.forward(&att),
+                    };
             }
             let h = rms_norm(&xs, &layer.ln2, self.cfg.rms_norm_eps);
             let act = match fused {
                 Some(f) => {
-                    let gu = h.linear::<Tensor>(&f.gate_up_w, None).chunk(2, -1);
+                    let gu = match pk {
+                        Some(p) => p[2].forward(&h),
+                        None => h.linear::<Tensor>(&f.gate_up_w, None),
+                    }
+                    .chunk(2, -1);
                     gu[0].silu() * &gu[1]
                 }
                 None => layer.gate.forward(&h).silu() * layer.up.forward(&h),
             };
-            let mlp = layer.down.forward(&act);
+            let mlp = match pk {
+                Some(p) => p[3].forward(&act),
+                None => layer.down.forward(&act),
+            };
             #[allow(clippy::assign_op_pattern)]
             {
                 xs = xs + mlp;
@@ -448,6 +566,19 @@ impl Llama {
     /// Vocabulary logits of hidden states `[.., H]` → `[.., V]`.
     pub fn logits(&self, hidden: &Tensor) -> Tensor {
         hidden.linear::<Tensor>(self.lm_head.as_ref().unwrap_or(&self.embed), None)
+    }
+
+    /// Logits of the next token during generation (`[.., H]` → `[.., V]`, no gradient): few
+    /// rows go through the packed head where the decode weights apply.
+    pub fn next_logits(&self, hidden: &Tensor) -> Tensor {
+        let rows = hidden.numel() as i64 / self.cfg.hidden_size as i64;
+        match self.decode_weights() {
+            Some(p) if rows <= small_gemm_rows() => {
+                let _serial = TorchSerial::new();
+                p.lm_head.forward(hidden)
+            }
+            _ => self.logits(hidden),
+        }
     }
 
     /// Log-probabilities of each next token of right-padded sequences: entry `[b, t]` is
@@ -470,6 +601,21 @@ impl Llama {
             .to_kind(Kind::Float)
             .view([b, t - 1])
     }
+}
+
+/// Attention of one new position per row (`q`: `[B, H, 1, D]`) over the cached keys and values
+/// (`[B, H_kv, S, D]`), the query heads of each key/value head as one batched product: two
+/// batched GEMMs per layer, where libtorch's CPU flash attention loops over every (row, head)
+/// pair with a matrix-vector product each (thousands of calls per decode step).
+fn decode_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, nkv: i64) -> Tensor {
+    let (b, nh, _, d) = q.size4().expect("q is [B, H, 1, D]");
+    let g = nh / nkv;
+    // Heads h = kv * g + j: each key/value head's queries are consecutive.
+    let q = q.reshape([b, nkv, g, d]);
+    let scores = q.matmul(&k.transpose(-1, -2)) * (1.0 / (d as f64).sqrt());
+    let scores = scores.masked_fill(&mask.logical_not(), f64::NEG_INFINITY);
+    let probs = scores.softmax(-1, Kind::Float);
+    probs.matmul(v).view([b, nh, 1, d])
 }
 
 /// Causal attention over right-padded rows without a cache: query i sees keys j ≤ i that are

@@ -3,6 +3,7 @@
 //! training or the pipeline.
 
 pub mod config;
+pub mod gemm;
 pub mod generate;
 pub mod gguf;
 pub mod llama;

@@ -1,0 +1,528 @@
+//! Matrix products for the few rows of a decode step, on CPUs with AVX-512.
+//!
+//! A decode step multiplies a handful of rows (one per sequence in the batch) by every weight
+//! matrix of a model, so it streams all the weights from memory once per step. A GEMM built
+//! for large products (MKL in libtorch) reaches neither the memory bandwidth nor the
+//! arithmetic peak at 1–32 rows. Here each weight is repacked once into panels of 16 output
+//! features, `[N/16][K][16]` — each panel one sequential stream — and a kernel keeps the
+//! partial sums of all rows of a panel in registers while it streams the panel, prefetching
+//! ahead; the panels are split between the threads of a small pool.
+//!
+//! Sums run in another order than MKL's, so results differ from libtorch's in the last bits
+//! (f32 rounding), as two BLAS libraries do.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Output features per panel: one AVX-512 register of f32.
+const LANES: usize = 16;
+/// How far ahead (in panel rows of 64 bytes) the kernel prefetches the weights.
+const PREFETCH: usize = 32;
+/// Rows per register tile.
+const TILE_ROWS: usize = 16;
+
+/// Whether this CPU runs the kernel (callers fall back to their GEMM otherwise).
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// A zeroed, 64-byte aligned f32 buffer, on transparent huge pages where the OS allows it
+/// (fewer TLB misses while streaming hundreds of MB per step).
+struct Buf {
+    ptr: *mut f32,
+    len: usize,
+    layout: std::alloc::Layout,
+}
+
+// SAFETY: a plain owned allocation.
+unsafe impl Send for Buf {}
+unsafe impl Sync for Buf {}
+
+impl Buf {
+    fn zeroed(len: usize) -> Self {
+        const HUGE: usize = 2 << 20;
+        let bytes = (len * 4).max(64);
+        let align = if bytes >= HUGE { HUGE } else { 64 };
+        let layout = std::alloc::Layout::from_size_align(bytes.next_multiple_of(align), align)
+            .expect("buffer layout");
+        // SAFETY: the layout has a non-zero size.
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) } as *mut f32;
+        if ptr.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        #[cfg(target_os = "linux")]
+        if align == HUGE {
+            // Advisory: without it the buffer stays on small pages.
+            // SAFETY: exactly the allocation just made.
+            unsafe {
+                libc::madvise(ptr.cast(), layout.size(), libc::MADV_HUGEPAGE);
+            }
+        }
+        Self { ptr, len, layout }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [f32] {
+        // SAFETY: `len` floats were allocated (and zeroed).
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+impl Drop for Buf {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `zeroed` with this layout.
+        unsafe { std::alloc::dealloc(self.ptr.cast(), self.layout) }
+    }
+}
+
+/// A weight `W` of shape `[N, K]` (as in `y = x · Wᵀ + b`) repacked into panels of 16 output
+/// features, with its optional bias.
+pub struct Packed {
+    n: usize,
+    k: usize,
+    data: Buf,
+    bias: Option<Vec<f32>>,
+}
+
+impl Packed {
+    /// Pack a row-major `[n, k]` weight and an optional bias of `n` values.
+    pub fn new(w: &[f32], n: usize, k: usize, bias: Option<Vec<f32>>) -> Self {
+        assert_eq!(w.len(), n * k, "weight of {n}×{k}");
+        if let Some(b) = &bias {
+            assert_eq!(b.len(), n, "bias of {n}");
+        }
+        let panels = n.div_ceil(LANES);
+        let mut data = Buf::zeroed(panels * k * LANES);
+        let out = data.as_mut_slice();
+        for p in 0..panels {
+            let panel = &mut out[p * k * LANES..(p + 1) * k * LANES];
+            for c in 0..LANES.min(n - p * LANES) {
+                let row = &w[(p * LANES + c) * k..(p * LANES + c + 1) * k];
+                for (i, &v) in row.iter().enumerate() {
+                    panel[i * LANES + c] = v;
+                }
+            }
+        }
+        Self { n, k, data, bias }
+    }
+
+    pub fn in_features(&self) -> usize {
+        self.k
+    }
+
+    pub fn out_features(&self) -> usize {
+        self.n
+    }
+
+    /// `y = x · Wᵀ + b` for `m` rows: `x` is `[m, k]`, `y` is `[m, n]`, both row-major.
+    pub fn forward(&self, x: &[f32], m: usize, y: &mut [f32]) {
+        assert!(available(), "the kernel needs AVX-512");
+        assert_eq!(x.len(), m * self.k, "input of {m}×{}", self.k);
+        assert_eq!(y.len(), m * self.n, "output of {m}×{}", self.n);
+        let (xp, yp) = (x.as_ptr() as usize, y.as_mut_ptr() as usize);
+        run_split(self.n.div_ceil(LANES), &|from, to| {
+            // SAFETY: sizes checked above; each call writes only its own panels' columns.
+            unsafe { self.panels(xp as *const f32, m, yp as *mut f32, from, to) }
+        });
+    }
+
+    /// Rows `0..m` of `y`, output columns of panels `from..to`.
+    unsafe fn panels(&self, x: *const f32, m: usize, y: *mut f32, from: usize, to: usize) {
+        let k = self.k;
+        for p in from..to {
+            let tile = Tile {
+                k,
+                w: self.data.ptr.wrapping_add(p * k * LANES),
+                bias: self
+                    .bias
+                    .as_ref()
+                    .map(|b| b.as_ptr().wrapping_add(p * LANES)),
+                ldy: self.n,
+                cols: (self.n - p * LANES).min(LANES),
+            };
+            let mut r = 0;
+            while r < m {
+                let rows = (m - r).min(TILE_ROWS);
+                let xr = x.wrapping_add(r * k);
+                let yr = y.wrapping_add(r * self.n + p * LANES);
+                // SAFETY: rows r..r+rows exist in x and y; the panel holds k * 16 floats.
+                unsafe { tile.run(rows, xr, yr) };
+                r += rows;
+            }
+        }
+    }
+}
+
+/// One panel of the weight.
+struct Tile {
+    k: usize,
+    w: *const f32,
+    bias: Option<*const f32>,
+    ldy: usize,
+    cols: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Tile {
+    unsafe fn run(&self, rows: usize, x: *const f32, y: *mut f32) {
+        // SAFETY: as the caller's; `available()` was checked by `forward`.
+        unsafe {
+            match rows {
+                1 => self.split::<1>(x, y),
+                2 => self.split::<2>(x, y),
+                3 => self.split::<3>(x, y),
+                4 => self.split::<4>(x, y),
+                5 => self.rows::<5>(x, y),
+                6 => self.rows::<6>(x, y),
+                7 => self.rows::<7>(x, y),
+                8 => self.rows::<8>(x, y),
+                9 => self.rows::<9>(x, y),
+                10 => self.rows::<10>(x, y),
+                11 => self.rows::<11>(x, y),
+                12 => self.rows::<12>(x, y),
+                13 => self.rows::<13>(x, y),
+                14 => self.rows::<14>(x, y),
+                15 => self.rows::<15>(x, y),
+                _ => self.rows::<16>(x, y),
+            }
+        }
+    }
+
+    /// `R` rows × 16 columns kept in registers over the whole reduction.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn rows<const R: usize>(&self, x: *const f32, y: *mut f32) {
+        use std::arch::x86_64::*;
+        let k = self.k;
+        let mut acc = [_mm512_setzero_ps(); R];
+        let mut w = self.w;
+        // SAFETY: R rows of k floats at x, k * 16 floats at w; prefetching past the end of
+        // the panel is harmless.
+        unsafe {
+            for i in 0..k {
+                _mm_prefetch::<_MM_HINT_T0>(w.add(PREFETCH * LANES) as *const i8);
+                let wv = _mm512_loadu_ps(w);
+                for (r, a) in acc.iter_mut().enumerate() {
+                    *a = _mm512_fmadd_ps(_mm512_set1_ps(*x.add(r * k + i)), wv, *a);
+                }
+                w = w.add(LANES);
+            }
+            self.store(&acc, y);
+        }
+    }
+
+    /// Up to 4 rows: each row's reduction split into 4 interleaved partial sums, so
+    /// consecutive FMAs do not wait for each other.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn split<const R: usize>(&self, x: *const f32, y: *mut f32) {
+        use std::arch::x86_64::*;
+        let k = self.k;
+        let mut acc = [[_mm512_setzero_ps(); 4]; R];
+        let mut w = self.w;
+        let mut i = 0;
+        // SAFETY: as in `rows`.
+        unsafe {
+            while i + 4 <= k {
+                _mm_prefetch::<_MM_HINT_T0>(w.add(PREFETCH * LANES) as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(w.add((PREFETCH + 2) * LANES) as *const i8);
+                let w0 = _mm512_loadu_ps(w);
+                let w1 = _mm512_loadu_ps(w.add(LANES));
+                let w2 = _mm512_loadu_ps(w.add(2 * LANES));
+                let w3 = _mm512_loadu_ps(w.add(3 * LANES));
+                for (r, a) in acc.iter_mut().enumerate() {
+                    let xr = x.add(r * k + i);
+                    a[0] = _mm512_fmadd_ps(_mm512_set1_ps(*xr), w0, a[0]);
+                    a[1] = _mm512_fmadd_ps(_mm512_set1_ps(*xr.add(1)), w1, a[1]);
+                    a[2] = _mm512_fmadd_ps(_mm512_set1_ps(*xr.add(2)), w2, a[2]);
+                    a[3] = _mm512_fmadd_ps(_mm512_set1_ps(*xr.add(3)), w3, a[3]);
+                }
+                w = w.add(4 * LANES);
+                i += 4;
+            }
+            while i < k {
+                let wv = _mm512_loadu_ps(w);
+                for (r, a) in acc.iter_mut().enumerate() {
+                    a[0] = _mm512_fmadd_ps(_mm512_set1_ps(*x.add(r * k + i)), wv, a[0]);
+                }
+                w = w.add(LANES);
+                i += 1;
+            }
+            let sums: [__m512; R] = std::array::from_fn(|r| {
+                let a = &acc[r];
+                _mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3]))
+            });
+            self.store(&sums, y);
+        }
+    }
+
+    /// Add the bias and write the tile's columns of each row.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn store<const R: usize>(&self, acc: &[std::arch::x86_64::__m512; R], y: *mut f32) {
+        use std::arch::x86_64::*;
+        let mask: __mmask16 = if self.cols >= LANES {
+            0xffff
+        } else {
+            ((1u32 << self.cols) - 1) as u16
+        };
+        // SAFETY: `cols` valid floats in the bias and in each of the R rows of y.
+        unsafe {
+            let bias = match self.bias {
+                Some(b) => _mm512_maskz_loadu_ps(mask, b),
+                None => _mm512_setzero_ps(),
+            };
+            for (r, a) in acc.iter().enumerate() {
+                _mm512_mask_storeu_ps(y.add(r * self.ldy), mask, _mm512_add_ps(*a, bias));
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+impl Tile {
+    unsafe fn run(&self, _rows: usize, _x: *const f32, _y: *mut f32) {
+        unreachable!("the kernel runs only where `available()`")
+    }
+}
+
+/// Split `0..n` into one contiguous range per thread of the pool and run `f` on each.
+fn run_split(n: usize, f: &(dyn Fn(usize, usize) + Sync)) {
+    let pool = Pool::get();
+    let t = pool.threads().min(n.max(1));
+    if t <= 1 {
+        return f(0, n);
+    }
+    pool.run(t, &|i| f(n * i / t, n * (i + 1) / t));
+}
+
+/// Set the number of threads (this one included) before the first product; later calls have
+/// no effect. Default: `SPAR_GEMM_THREADS`, else the available cores.
+pub fn set_threads(threads: usize) {
+    let _ = THREADS.set(threads.max(1));
+}
+
+static THREADS: OnceLock<usize> = OnceLock::new();
+
+/// Helper threads for the products. Between the products of a decode step (tens of
+/// microseconds apart) a helper spins, yielding its core to anything else runnable; after a
+/// quiet while it sleeps until a product wakes it.
+struct Pool {
+    shared: Arc<Shared>,
+    helpers: Vec<std::thread::Thread>,
+    /// One product at a time; a caller that finds the pool busy computes alone.
+    busy: Mutex<()>,
+}
+
+struct Shared {
+    /// Bumped for each job; a helper runs the job when it sees a new value.
+    epoch: AtomicUsize,
+    job: Mutex<Option<JobPtr>>,
+    /// Helpers not yet done with the current job.
+    pending: AtomicUsize,
+    /// Helpers parked until `unpark`.
+    sleeping: Vec<AtomicBool>,
+}
+
+/// The job `f(i)` for threads `i` in `1..t`.
+#[derive(Clone, Copy)]
+struct JobPtr(*const (dyn Fn(usize) + Sync), usize);
+// SAFETY: the pointee is Sync and outlives every use (`Pool::run` waits for all helpers).
+unsafe impl Send for JobPtr {}
+
+impl Pool {
+    fn get() -> &'static Pool {
+        static POOL: OnceLock<Pool> = OnceLock::new();
+        POOL.get_or_init(|| {
+            let threads = *THREADS.get_or_init(|| {
+                std::env::var("SPAR_GEMM_THREADS")
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+                    .max(1)
+            });
+            let helpers = threads - 1;
+            let shared = Arc::new(Shared {
+                epoch: AtomicUsize::new(0),
+                job: Mutex::new(None),
+                pending: AtomicUsize::new(0),
+                sleeping: (0..helpers).map(|_| AtomicBool::new(false)).collect(),
+            });
+            let helpers = (0..helpers)
+                .map(|h| {
+                    let shared = shared.clone();
+                    std::thread::Builder::new()
+                        .name(format!("spar-gemm-{h}"))
+                        .spawn(move || helper(&shared, h))
+                        .expect("spawn a GEMM helper thread")
+                        .thread()
+                        .clone()
+                })
+                .collect();
+            Pool {
+                shared,
+                helpers,
+                busy: Mutex::new(()),
+            }
+        })
+    }
+
+    fn threads(&self) -> usize {
+        self.helpers.len() + 1
+    }
+
+    /// Run `f(0)` here and `f(1..t)` on helpers; returns when all are done.
+    fn run(&self, t: usize, f: &(dyn Fn(usize) + Sync)) {
+        let Ok(_busy) = self.busy.try_lock() else {
+            (0..t).for_each(f);
+            return;
+        };
+        let s = &self.shared;
+        // SAFETY: the lifetime is erased for the helpers, and this function returns only
+        // once `pending` is 0, i.e. when no helper uses `f` any more.
+        let f: &'static (dyn Fn(usize) + Sync) = unsafe { std::mem::transmute(f) };
+        *s.job.lock().unwrap() = Some(JobPtr(f, t));
+        s.pending.store(self.helpers.len(), Ordering::SeqCst);
+        s.epoch.fetch_add(1, Ordering::SeqCst);
+        for (h, th) in self.helpers.iter().enumerate() {
+            if s.sleeping[h].load(Ordering::SeqCst) {
+                th.unpark();
+            }
+        }
+        f(0);
+        let mut spins = 0u32;
+        while s.pending.load(Ordering::Acquire) > 0 {
+            spins += 1;
+            if spins < 64 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+}
+
+fn helper(s: &Shared, h: usize) {
+    let mut seen = 0;
+    loop {
+        let mut idle = std::time::Instant::now();
+        let mut spins = 0u32;
+        loop {
+            let e = s.epoch.load(Ordering::SeqCst);
+            if e != seen {
+                seen = e;
+                break;
+            }
+            spins += 1;
+            if spins < 64 {
+                std::hint::spin_loop();
+            } else if idle.elapsed() < std::time::Duration::from_millis(2) {
+                std::thread::yield_now();
+            } else {
+                s.sleeping[h].store(true, Ordering::SeqCst);
+                if s.epoch.load(Ordering::SeqCst) == seen {
+                    std::thread::park_timeout(std::time::Duration::from_millis(100));
+                }
+                s.sleeping[h].store(false, Ordering::SeqCst);
+                idle = std::time::Instant::now();
+                spins = 0;
+            }
+        }
+        let job = *s.job.lock().unwrap();
+        if let Some(JobPtr(f, t)) = job
+            && h + 1 < t
+        {
+            // SAFETY: see `Pool::run`.
+            unsafe { (*f)(h + 1) };
+        }
+        s.pending.fetch_sub(1, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rand(seed: &mut u64, n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                *seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((*seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+            })
+            .collect()
+    }
+
+    /// Against a plain f64 reference: partial panels, every row count of a tile and several
+    /// tiles, reduction lengths not a multiple of 4, with and without a bias.
+    #[test]
+    fn products_equal_the_definition() {
+        assert!(
+            !cfg!(target_arch = "x86_64") || available() || std::env::var("CI").is_err(),
+            "CI machines run the AVX-512 kernel"
+        );
+        if !available() {
+            return;
+        }
+        let mut seed = 7;
+        for (n, k) in [(40, 33), (16, 64), (100, 577), (7, 5), (48, 3)] {
+            let w = rand(&mut seed, n * k);
+            let b = rand(&mut seed, n);
+            for bias in [Some(b.clone()), None] {
+                let p = Packed::new(&w, n, k, bias.clone());
+                for m in [1, 2, 3, 4, 5, 8, 9, 16, 17, 40] {
+                    let x = rand(&mut seed, m * k);
+                    let mut y = vec![f32::NAN; m * n];
+                    p.forward(&x, m, &mut y);
+                    for r in 0..m {
+                        for o in 0..n {
+                            let want: f64 = (0..k)
+                                .map(|i| x[r * k + i] as f64 * w[o * k + i] as f64)
+                                .sum::<f64>()
+                                + bias.as_ref().map_or(0.0, |b| b[o] as f64);
+                            let got = y[r * n + o] as f64;
+                            assert!(
+                                (got - want).abs() < 1e-4,
+                                "n {n} k {k} m {m} row {r} col {o}: {got} vs {want}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn concurrent_callers_get_their_own_results() {
+        if !available() {
+            return;
+        }
+        let mut seed = 3;
+        let (n, k) = (64, 32);
+        let w = rand(&mut seed, n * k);
+        let p = Packed::new(&w, n, k, None);
+        std::thread::scope(|s| {
+            for t in 0..4u64 {
+                let (p, w) = (&p, &w);
+                s.spawn(move || {
+                    let mut seed = 100 + t;
+                    for _ in 0..50 {
+                        let x = rand(&mut seed, 3 * k);
+                        let mut y = vec![0.0; 3 * n];
+                        p.forward(&x, 3, &mut y);
+                        for r in 0..3 {
+                            for o in 0..n {
+                                let want: f32 = (0..k).map(|i| x[r * k + i] * w[o * k + i]).sum();
+                                assert!((y[r * n + o] - want).abs() < 1e-4);
+                            }
+                        }
+                    }
+                });
+            }
+        });
+    }
+}
