@@ -499,10 +499,11 @@ pub async fn search(
     for k in 0..rows.len() {
         sequential.push(one(&engine, k).await);
     }
-    drop(engine);
-    let engine = fresh()?;
     let seq_s = t.elapsed().as_secs_f64();
     use std::sync::atomic::Ordering::Relaxed;
+    let seq = EngineTime::of(&engine);
+    drop(engine);
+    let engine = fresh()?;
     let st = engine.stats();
     let (s0, r0) = (st.steps.load(Relaxed), st.row_steps.load(Relaxed));
     let h0 = st.prompt_cache_hits.load(Relaxed);
@@ -562,9 +563,41 @@ pub async fn search(
         if same { "yes" } else { "no" }
     ));
     s.push_str(&format!(
+        "one tree at a time, engine time: prefill {:.1} s ({} prompt tokens), decode {:.1} s ({} steps, {:.1} ms/step, {:.1} rows per step)\n",
+        seq.prefill_s,
+        seq.prefill_tokens,
+        seq.decode_s,
+        seq.steps,
+        seq.decode_s * 1e3 / seq.steps.max(1) as f64,
+        seq.rows as f64 / seq.steps.max(1) as f64
+    ));
+    s.push_str(&format!(
         "concurrent engine time: prefill {prefill_s:.1} s ({prefill_tokens} prompt tokens; {} prompts reused from the prompt cache), decode {decode_s:.1} s ({steps} steps, {:.1} ms/step)\n",
         st.prompt_cache_hits.load(Relaxed) - h0,
         decode_s * 1e3 / steps as f64
     ));
     Ok(s)
+}
+
+/// An engine's time so far, from its counters.
+struct EngineTime {
+    prefill_s: f64,
+    prefill_tokens: u64,
+    decode_s: f64,
+    steps: u64,
+    rows: u64,
+}
+
+impl EngineTime {
+    fn of(engine: &crate::model::generate::Engine) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        let st = engine.stats();
+        Self {
+            prefill_s: st.prefill_ns.load(Relaxed) as f64 / 1e9,
+            prefill_tokens: st.prefill_tokens.load(Relaxed),
+            decode_s: st.decode_ns.load(Relaxed) as f64 / 1e9,
+            steps: st.steps.load(Relaxed),
+            rows: st.row_steps.load(Relaxed),
+        }
+    }
 }

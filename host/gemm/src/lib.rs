@@ -526,3 +526,349 @@ mod tests {
         });
     }
 }
+
+/// The shapes of one decode step's attention: every row of the batch has one new query per
+/// head and attends over `s` cached positions.
+#[derive(Clone, Copy, Debug)]
+pub struct AttentionShape {
+    pub batch: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    /// Cached positions (columns of the mask).
+    pub s: usize,
+    /// Element strides of the key and value caches: batch row, head, position (the head
+    /// dimension is contiguous).
+    pub k_strides: [usize; 3],
+    pub v_strides: [usize; 3],
+}
+
+/// Attention of one new position per row over cached keys and values, grouped-query:
+/// `q` is `[batch, heads, head_dim]`, `mask` is `[batch, s]` (non-zero = visible), `out` is
+/// `[batch, heads, head_dim]`; query head `h` reads key/value head `h / (heads / kv_heads)`.
+/// Each row reads only the span of columns its mask opens, so the padding of ragged batches
+/// costs nothing. Every row must see at least one column.
+///
+/// # Safety
+/// `k` and `v` must be valid for reads at every `b * strides[0] + h * strides[1] + p *
+/// strides[2] + 0..head_dim` with `b < batch`, `h < kv_heads`, `p < s`.
+pub unsafe fn attend_decode(
+    q: &[f32],
+    k: *const f32,
+    v: *const f32,
+    mask: &[u8],
+    shape: AttentionShape,
+    out: &mut [f32],
+) {
+    let AttentionShape {
+        batch,
+        heads,
+        kv_heads,
+        head_dim: d,
+        s,
+        ..
+    } = shape;
+    assert!(available(), "the kernel needs AVX-512");
+    assert!(d % LANES == 0, "head dimension {d} is a multiple of 16");
+    assert!(
+        kv_heads > 0 && heads % kv_heads == 0,
+        "query heads group the kv heads"
+    );
+    assert_eq!(q.len(), batch * heads * d, "queries");
+    assert_eq!(out.len(), batch * heads * d, "output");
+    assert_eq!(mask.len(), batch * s, "mask");
+    let (kp, vp, op) = (k as usize, v as usize, out.as_mut_ptr() as usize);
+    run_split(batch * kv_heads, &|from, to| {
+        for task in from..to {
+            let (b, h) = (task / kv_heads, task % kv_heads);
+            // SAFETY: by the caller's contract; each task writes its own heads of `out`.
+            unsafe {
+                attend_group(
+                    q,
+                    kp as *const f32,
+                    vp as *const f32,
+                    &mask[b * s..(b + 1) * s],
+                    &shape,
+                    b,
+                    h,
+                    op as *mut f32,
+                )
+            };
+        }
+    });
+}
+
+/// The query heads of key/value head `h` of row `b`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn attend_group(
+    q: &[f32],
+    k: *const f32,
+    v: *const f32,
+    mask: &[u8],
+    shape: &AttentionShape,
+    b: usize,
+    h: usize,
+    out: *mut f32,
+) {
+    use std::arch::x86_64::*;
+    let d = shape.head_dim;
+    let g = shape.heads / shape.kv_heads;
+    let lo = mask
+        .iter()
+        .position(|&m| m != 0)
+        .expect("a row sees a column");
+    let hi = mask
+        .iter()
+        .rposition(|&m| m != 0)
+        .expect("a row sees a column")
+        + 1;
+    let n = hi - lo;
+    let scale = 1.0 / (d as f32).sqrt();
+    let qh = &q[(b * shape.heads + h * g) * d..(b * shape.heads + (h + 1) * g) * d];
+    let kb = k.wrapping_add(b * shape.k_strides[0] + h * shape.k_strides[1]);
+    let vb = v.wrapping_add(b * shape.v_strides[0] + h * shape.v_strides[1]);
+    // Scores, then probabilities, per query head: [g][n].
+    let mut p = vec![0f32; g * n];
+    // SAFETY: positions lo..hi < s, rows of d floats (caller's contract); q and p in bounds.
+    unsafe {
+        for (j, pos) in (lo..hi).enumerate() {
+            if mask[pos] == 0 {
+                for gi in 0..g {
+                    p[gi * n + j] = f32::NEG_INFINITY;
+                }
+                continue;
+            }
+            let kr = kb.add(pos * shape.k_strides[2]);
+            for gi in 0..g {
+                let qr = qh.as_ptr().add(gi * d);
+                let mut acc = _mm512_setzero_ps();
+                for c in (0..d).step_by(LANES) {
+                    acc = _mm512_fmadd_ps(
+                        _mm512_loadu_ps(qr.add(c)),
+                        _mm512_loadu_ps(kr.add(c)),
+                        acc,
+                    );
+                }
+                p[gi * n + j] = _mm512_reduce_add_ps(acc) * scale;
+            }
+        }
+        for gi in 0..g {
+            softmax_in_place(&mut p[gi * n..(gi + 1) * n]);
+        }
+        let mut acc = vec![0f32; g * d];
+        for (j, pos) in (lo..hi).enumerate() {
+            if mask[pos] == 0 {
+                continue;
+            }
+            let vr = vb.add(pos * shape.v_strides[2]);
+            for gi in 0..g {
+                let w = _mm512_set1_ps(p[gi * n + j]);
+                let a = acc.as_mut_ptr().add(gi * d);
+                for c in (0..d).step_by(LANES) {
+                    _mm512_storeu_ps(
+                        a.add(c),
+                        _mm512_fmadd_ps(w, _mm512_loadu_ps(vr.add(c)), _mm512_loadu_ps(a.add(c))),
+                    );
+                }
+            }
+        }
+        let o = out.add((b * shape.heads + h * g) * d);
+        std::ptr::copy_nonoverlapping(acc.as_ptr(), o, g * d);
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[allow(clippy::too_many_arguments)]
+unsafe fn attend_group(
+    _: &[f32],
+    _: *const f32,
+    _: *const f32,
+    _: &[u8],
+    _: &AttentionShape,
+    _: usize,
+    _: usize,
+    _: *mut f32,
+) {
+    unreachable!("the kernel runs only where `available()`")
+}
+
+/// `x ← softmax(x)`; entries of −∞ become 0 (at least one entry is finite).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn softmax_in_place(x: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let n = x.len();
+    let mut sum = 0f32;
+    let mut i = 0;
+    // SAFETY: every access is below n (the tail is masked).
+    unsafe {
+        let m = _mm512_set1_ps(max);
+        while i < n {
+            let left = n - i;
+            let mask: __mmask16 = if left >= LANES {
+                0xffff
+            } else {
+                ((1u32 << left) - 1) as u16
+            };
+            let e = exp512(_mm512_sub_ps(
+                _mm512_maskz_loadu_ps(mask, x.as_ptr().add(i)),
+                m,
+            ));
+            _mm512_mask_storeu_ps(x.as_mut_ptr().add(i), mask, e);
+            sum += _mm512_mask_reduce_add_ps(mask, e);
+            i += LANES;
+        }
+    }
+    let inv = 1.0 / sum;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// `eˣ` per lane for x ≤ 0 (softmax arguments): 2ⁿ · e^r with n = round(x / ln 2) and a
+/// degree-7 polynomial on |r| ≤ ln 2 / 2 (relative error ≈ 1e-7); below −87 the result is 0.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn exp512(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    let tiny = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_set1_ps(-87.0));
+    let x = _mm512_max_ps(x, _mm512_set1_ps(-87.0));
+    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+        _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
+    );
+    // ln 2 in two parts, so n · ln 2 is subtracted without rounding error.
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_145_75), x);
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428_606_8e-6), r);
+    let mut p = _mm512_set1_ps(1.0 / 5040.0);
+    for c in [
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        0.5,
+        1.0,
+        1.0,
+    ] {
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+    }
+    _mm512_maskz_mov_ps(!tiny, _mm512_scalef_ps(p, n))
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn softmax_in_place(_: &mut [f32]) {
+    unreachable!("the kernel runs only where `available()`")
+}
+
+#[cfg(test)]
+mod attention_tests {
+    use super::*;
+
+    #[test]
+    fn exp_is_accurate() {
+        if !available() {
+            return;
+        }
+        let xs: Vec<f32> = (0..2000)
+            .map(|i| -(i as f32) * 0.05)
+            .chain([-100.0, f32::NEG_INFINITY, 0.0])
+            .collect();
+        let mut y = xs.clone();
+        // Through the softmax: normalised e^(x - 0), compared with f64.
+        unsafe { softmax_in_place(&mut y) };
+        let total: f64 = xs.iter().map(|&x| (x as f64).exp()).sum();
+        for (x, got) in xs.iter().zip(&y) {
+            let want = (*x as f64).exp() / total;
+            assert!(
+                (*got as f64 - want).abs() <= 2e-6 * want + 1e-37,
+                "{x}: {got} vs {want}"
+            );
+        }
+    }
+
+    #[test]
+    fn decode_attention_equals_the_definition() {
+        if !available() {
+            return;
+        }
+        let mut seed = 11u64;
+        let mut rnd = |n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|_| {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    ((seed >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+                })
+                .collect()
+        };
+        let (batch, heads, kv_heads, d, cap, s) = (3, 6, 2, 32, 12, 9);
+        // Caches of capacity `cap`, attention over the window 2..2+s (a strided view).
+        let kc = rnd(batch * kv_heads * cap * d);
+        let vc = rnd(batch * kv_heads * cap * d);
+        let q = rnd(batch * heads * d);
+        // Row 0 sees everything, row 1 a suffix (left padding), row 2 a hole in the middle.
+        let mut mask = vec![1u8; batch * s];
+        mask[s..s + 4].fill(0);
+        mask[2 * s + 3] = 0;
+        let strides = [kv_heads * cap * d, cap * d, d];
+        let shape = AttentionShape {
+            batch,
+            heads,
+            kv_heads,
+            head_dim: d,
+            s,
+            k_strides: strides,
+            v_strides: strides,
+        };
+        let mut out = vec![f32::NAN; batch * heads * d];
+        unsafe {
+            attend_decode(
+                &q,
+                kc.as_ptr().add(2 * d),
+                vc.as_ptr().add(2 * d),
+                &mask,
+                shape,
+                &mut out,
+            )
+        };
+        let g = heads / kv_heads;
+        for b in 0..batch {
+            for hq in 0..heads {
+                let h = hq / g;
+                let at = |c: &[f32], p: usize, i: usize| {
+                    c[b * strides[0] + h * strides[1] + (p + 2) * d + i] as f64
+                };
+                let scores: Vec<Option<f64>> = (0..s)
+                    .map(|p| {
+                        (mask[b * s + p] != 0).then(|| {
+                            (0..d)
+                                .map(|i| q[(b * heads + hq) * d + i] as f64 * at(&kc, p, i))
+                                .sum::<f64>()
+                                / (d as f64).sqrt()
+                        })
+                    })
+                    .collect();
+                let max = scores
+                    .iter()
+                    .flatten()
+                    .fold(f64::NEG_INFINITY, |a, &x| a.max(x));
+                let w: Vec<f64> = scores
+                    .iter()
+                    .map(|x| x.map_or(0.0, |x| (x - max).exp()))
+                    .collect();
+                let total: f64 = w.iter().sum();
+                for i in 0..d {
+                    let want: f64 = (0..s).map(|p| w[p] / total * at(&vc, p, i)).sum();
+                    let got = out[(b * heads + hq) * d + i] as f64;
+                    assert!(
+                        (got - want).abs() < 1e-5,
+                        "b {b} head {hq} dim {i}: {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+}

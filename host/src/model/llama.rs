@@ -604,18 +604,57 @@ impl Llama {
 }
 
 /// Attention of one new position per row (`q`: `[B, H, 1, D]`) over the cached keys and values
-/// (`[B, H_kv, S, D]`), the query heads of each key/value head as one batched product: two
-/// batched GEMMs per layer, where libtorch's CPU flash attention loops over every (row, head)
-/// pair with a matrix-vector product each (thousands of calls per decode step).
+/// (`[B, H_kv, S, D]` views of the cache) under `mask` (`[B, 1, 1, S]`): the `spar-gemm`
+/// kernel, which reads each row's visible span of the cache in place (libtorch's CPU
+/// attention loops over every (row, head) pair with small products and copies, and computes
+/// the padding of ragged batches too). Other layouts go through libtorch's SDPA.
 fn decode_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, nkv: i64) -> Tensor {
     let (b, nh, _, d) = q.size4().expect("q is [B, H, 1, D]");
-    let g = nh / nkv;
-    // Heads h = kv * g + j: each key/value head's queries are consecutive.
-    let q = q.reshape([b, nkv, g, d]);
-    let scores = q.matmul(&k.transpose(-1, -2)) * (1.0 / (d as f64).sqrt());
-    let scores = scores.masked_fill(&mask.logical_not(), f64::NEG_INFINITY);
-    let probs = scores.softmax(-1, Kind::Float);
-    probs.matmul(v).view([b, nh, 1, d])
+    let s = k.size()[2];
+    let fits = d % 16 == 0
+        && k.stride()[3] == 1
+        && v.stride()[3] == 1
+        && k.kind() == Kind::Float
+        && mask.numel() as i64 == b * s;
+    if !fits {
+        return Tensor::scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            Some(mask),
+            0.0,
+            false,
+            None,
+            nh != nkv,
+        );
+    }
+    let q = q.contiguous();
+    let mask = mask.to_kind(Kind::Uint8).contiguous();
+    let out = Tensor::empty([b, nh, 1, d], (Kind::Float, Device::Cpu));
+    let (ks, vs) = (k.stride(), v.stride());
+    let shape = spar_gemm::AttentionShape {
+        batch: b as usize,
+        heads: nh as usize,
+        kv_heads: nkv as usize,
+        head_dim: d as usize,
+        s: s as usize,
+        k_strides: [ks[0] as usize, ks[1] as usize, ks[2] as usize],
+        v_strides: [vs[0] as usize, vs[1] as usize, vs[2] as usize],
+    };
+    let n = (b * nh * d) as usize;
+    // SAFETY: contiguous f32 tensors of the sizes given; `k` and `v` are live views whose
+    // strides describe every element the kernel reads; `out` is fresh.
+    unsafe {
+        spar_gemm::attend_decode(
+            std::slice::from_raw_parts(q.data_ptr() as *const f32, n),
+            k.data_ptr() as *const f32,
+            v.data_ptr() as *const f32,
+            std::slice::from_raw_parts(mask.data_ptr() as *const u8, (b * s) as usize),
+            shape,
+            std::slice::from_raw_parts_mut(out.data_ptr() as *mut f32, n),
+        );
+    }
+    out
 }
 
 /// Causal attention over right-padded rows without a cache: query i sees keys j ≤ i that are
