@@ -64,21 +64,47 @@ fn tokenizer_and_chat_template_match_transformers() {
     }
 }
 
-#[test]
-fn logits_match_transformers_within_1e_3() {
-    let f = fixture();
-    let lm = model();
-    let vocab = f["vocab_size"].as_u64().unwrap() as usize;
+/// The stored last-position logits of every prompt, `vocab` floats each.
+fn last_logits(f: &Value) -> Vec<f32> {
     let raw = std::fs::read(
         spar_host::plugin::repo_root()
             .join("tests/fixtures")
             .join(f["last_logits_file"].as_str().unwrap()),
     )
     .unwrap();
-    let reference: Vec<f32> = raw
-        .chunks_exact(4)
+    raw.chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
+        .collect()
+}
+
+/// The largest difference from the fixture's logits at a prompt's recorded positions, given
+/// the model's logits `[V]` at a position.
+fn at_positions(p: &Value, logits_at: impl Fn(usize) -> Tensor) -> f64 {
+    let mut worst = 0.0f64;
+    for pp in p["positions"].as_array().unwrap() {
+        let at = pp["position"].as_u64().unwrap() as usize;
+        let cols = Tensor::from_slice(&ids(&pp["token_ids"]));
+        let want: Vec<f32> = pp["logits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect();
+        let d = (logits_at(at).index_select(0, &cols) - Tensor::from_slice(&want))
+            .abs()
+            .max()
+            .double_value(&[]);
+        worst = worst.max(d);
+    }
+    worst
+}
+
+#[test]
+fn logits_match_transformers_within_1e_3() {
+    let f = fixture();
+    let lm = model();
+    let vocab = f["vocab_size"].as_u64().unwrap() as usize;
+    let reference = last_logits(&f);
     let mut worst = 0.0f64;
     for (i, p) in f["prompts"].as_array().unwrap().iter().enumerate() {
         let want_ids = ids(&p["input_ids"]);
@@ -101,21 +127,7 @@ fn logits_match_transformers_within_1e_3() {
         let last = Tensor::from_slice(&reference[i * vocab..(i + 1) * vocab]);
         let d = (logits.get(t - 1) - &last).abs().max().double_value(&[]);
         worst = worst.max(d);
-        for pp in p["positions"].as_array().unwrap() {
-            let at = pp["position"].as_i64().unwrap();
-            let cols = Tensor::from_slice(&ids(&pp["token_ids"]));
-            let want: Vec<f32> = pp["logits"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_f64().unwrap() as f32)
-                .collect();
-            let d = (logits.get(at).index_select(0, &cols) - Tensor::from_slice(&want))
-                .abs()
-                .max()
-                .double_value(&[]);
-            worst = worst.max(d);
-        }
+        worst = worst.max(at_positions(p, |at| logits.get(at as i64)));
         let argmax = logits.get(t - 1).argmax(0, false).int64_value(&[]);
         assert_eq!(argmax, p["logits_stats"]["argmax"].as_i64().unwrap());
     }
@@ -137,12 +149,7 @@ fn decode_steps_match_transformers_logits() {
         "f32 on a CPU with AVX-512 decodes with the packed kernel"
     );
     let vocab = f["vocab_size"].as_u64().unwrap() as usize;
-    let raw = std::fs::read(
-        spar_host::plugin::repo_root()
-            .join("tests/fixtures")
-            .join(f["last_logits_file"].as_str().unwrap()),
-    )
-    .unwrap();
+    let reference = last_logits(&f);
     let mut worst = 0.0f64;
     for (i, p) in f["prompts"].as_array().unwrap().iter().enumerate() {
         let prompt = ids(&p["input_ids"]);
@@ -160,30 +167,13 @@ fn decode_steps_match_transformers_logits() {
                 })
                 .collect()
         });
-        let last: Vec<f32> = raw[i * vocab * 4..(i + 1) * vocab * 4]
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        let d = (&steps[t as usize - 1] - Tensor::from_slice(&last))
+        let last = Tensor::from_slice(&reference[i * vocab..(i + 1) * vocab]);
+        let d = (&steps[t as usize - 1] - last)
             .abs()
             .max()
             .double_value(&[]);
         worst = worst.max(d);
-        for pp in p["positions"].as_array().unwrap() {
-            let at = pp["position"].as_i64().unwrap() as usize;
-            let cols = Tensor::from_slice(&ids(&pp["token_ids"]));
-            let want: Vec<f32> = pp["logits"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_f64().unwrap() as f32)
-                .collect();
-            let d = (steps[at].index_select(0, &cols) - Tensor::from_slice(&want))
-                .abs()
-                .max()
-                .double_value(&[]);
-            worst = worst.max(d);
-        }
+        worst = worst.max(at_positions(p, |at| steps[at].shallow_clone()));
     }
     assert!(
         worst < 1e-3,

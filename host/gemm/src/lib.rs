@@ -201,11 +201,11 @@ impl Tile {
         let k = self.k;
         let mut acc = [_mm512_setzero_ps(); R];
         let mut w = self.w;
-        // SAFETY: R rows of k floats at x, k * 16 floats at w; prefetching past the end of
-        // the panel is harmless.
+        // SAFETY: R rows of k floats at x, k * 16 floats at w; the prefetch hints (wrapping
+        // arithmetic, possibly past the panel) never fault.
         unsafe {
             for i in 0..k {
-                _mm_prefetch::<_MM_HINT_T0>(w.add(PREFETCH * LANES) as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(PREFETCH * LANES) as *const i8);
                 let wv = _mm512_loadu_ps(w);
                 for (r, a) in acc.iter_mut().enumerate() {
                     *a = _mm512_fmadd_ps(_mm512_set1_ps(*x.add(r * k + i)), wv, *a);
@@ -228,8 +228,8 @@ impl Tile {
         // SAFETY: as in `rows`.
         unsafe {
             while i + 4 <= k {
-                _mm_prefetch::<_MM_HINT_T0>(w.add(PREFETCH * LANES) as *const i8);
-                _mm_prefetch::<_MM_HINT_T0>(w.add((PREFETCH + 2) * LANES) as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add(PREFETCH * LANES) as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(w.wrapping_add((PREFETCH + 2) * LANES) as *const i8);
                 let w0 = _mm512_loadu_ps(w);
                 let w1 = _mm512_loadu_ps(w.add(LANES));
                 let w2 = _mm512_loadu_ps(w.add(2 * LANES));
@@ -325,6 +325,8 @@ struct Shared {
     pending: AtomicUsize,
     /// Helpers parked until `unpark`.
     sleeping: Vec<AtomicBool>,
+    /// A helper's part of the current job panicked.
+    panicked: AtomicBool,
 }
 
 /// The job `f(i)` for threads `i` in `1..t`.
@@ -350,6 +352,7 @@ impl Pool {
                 job: Mutex::new(None),
                 pending: AtomicUsize::new(0),
                 sleeping: (0..helpers).map(|_| AtomicBool::new(false)).collect(),
+                panicked: AtomicBool::new(false),
             });
             let helpers = (0..helpers)
                 .map(|h| {
@@ -376,15 +379,21 @@ impl Pool {
 
     /// Run `f(0)` here and `f(1..t)` on helpers; returns when all are done.
     fn run(&self, t: usize, f: &(dyn Fn(usize) + Sync)) {
-        let Ok(_busy) = self.busy.try_lock() else {
-            (0..t).for_each(f);
-            return;
+        let _busy = match self.busy.try_lock() {
+            Ok(g) => g,
+            // A panic in an earlier product poisoned the lock; the pool itself is intact.
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                (0..t).for_each(f);
+                return;
+            }
         };
         let s = &self.shared;
-        // SAFETY: the lifetime is erased for the helpers, and this function returns only
-        // once `pending` is 0, i.e. when no helper uses `f` any more.
+        // SAFETY: the lifetime is erased for the helpers, and this function does not return
+        // (nor unwind: `Wait` below) before `pending` is 0, i.e. before every helper is done
+        // with `f`.
         let f: &'static (dyn Fn(usize) + Sync) = unsafe { std::mem::transmute(f) };
-        *s.job.lock().unwrap() = Some(JobPtr(f, t));
+        *s.job.lock().unwrap_or_else(|e| e.into_inner()) = Some(JobPtr(f, t));
         s.pending.store(self.helpers.len(), Ordering::SeqCst);
         s.epoch.fetch_add(1, Ordering::SeqCst);
         for (h, th) in self.helpers.iter().enumerate() {
@@ -392,15 +401,26 @@ impl Pool {
                 th.unpark();
             }
         }
-        f(0);
-        let mut spins = 0u32;
-        while s.pending.load(Ordering::Acquire) > 0 {
-            spins += 1;
-            if spins < 64 {
-                std::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
+        /// Waits for the helpers when dropped, also while unwinding from a panic in `f(0)`.
+        struct Wait<'a>(&'a Shared);
+        impl Drop for Wait<'_> {
+            fn drop(&mut self) {
+                let mut spins = 0u32;
+                while self.0.pending.load(Ordering::Acquire) > 0 {
+                    spins += 1;
+                    if spins < 64 {
+                        std::hint::spin_loop();
+                    } else {
+                        std::thread::yield_now();
+                    }
+                }
             }
+        }
+        let wait = Wait(s);
+        f(0);
+        drop(wait);
+        if s.panicked.swap(false, Ordering::SeqCst) {
+            panic!("a spar-gemm helper thread panicked");
         }
     }
 }
@@ -431,12 +451,15 @@ fn helper(s: &Shared, h: usize) {
                 spins = 0;
             }
         }
-        let job = *s.job.lock().unwrap();
+        let job = *s.job.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(JobPtr(f, t)) = job
             && h + 1 < t
         {
-            // SAFETY: see `Pool::run`.
-            unsafe { (*f)(h + 1) };
+            // SAFETY: see `Pool::run`. A panic is reported to the caller; the helper lives on.
+            let run = std::panic::AssertUnwindSafe(|| unsafe { (*f)(h + 1) });
+            if std::panic::catch_unwind(run).is_err() {
+                s.panicked.store(true, Ordering::SeqCst);
+            }
         }
         s.pending.fetch_sub(1, Ordering::Release);
     }
@@ -494,6 +517,21 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_panicking_part_reaches_the_caller_and_the_pool_lives_on() {
+        let pool = Pool::get();
+        let t = pool.threads();
+        for bad in 0..t {
+            let r = std::panic::catch_unwind(|| {
+                pool.run(t, &|i| assert_ne!(i, bad, "part {i} fails"));
+            });
+            assert!(r.is_err(), "the failure of part {bad} of {t} is reported");
+        }
+        let done: Vec<AtomicBool> = (0..t).map(|_| AtomicBool::new(false)).collect();
+        pool.run(t, &|i| done[i].store(true, Ordering::SeqCst));
+        assert!(done.iter().all(|d| d.load(Ordering::SeqCst)));
     }
 
     #[test]
@@ -577,6 +615,10 @@ pub unsafe fn attend_decode(
     assert_eq!(q.len(), batch * heads * d, "queries");
     assert_eq!(out.len(), batch * heads * d, "output");
     assert_eq!(mask.len(), batch * s, "mask");
+    assert!(
+        mask.chunks(s.max(1)).all(|row| row.iter().any(|&m| m != 0)),
+        "every row sees at least one column"
+    );
     let (kp, vp, op) = (k as usize, v as usize, out.as_mut_ptr() as usize);
     run_split(batch * kv_heads, &|from, to| {
         for task in from..to {
@@ -735,7 +777,8 @@ unsafe fn softmax_in_place(x: &mut [f32]) {
 fn exp512(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
     use std::arch::x86_64::*;
     let tiny = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_set1_ps(-87.0));
-    let x = _mm512_max_ps(x, _mm512_set1_ps(-87.0));
+    // This operand order keeps NaN (max returns its second operand when one is NaN).
+    let x = _mm512_max_ps(_mm512_set1_ps(-87.0), x);
     let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
         _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
     );

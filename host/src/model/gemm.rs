@@ -35,10 +35,16 @@ impl Packed {
     pub fn forward(&self, x: &Tensor) -> Tensor {
         let k = self.0.in_features();
         let mut shape = x.size();
-        let x = x.contiguous();
-        let m = x.numel() / k;
+        assert_eq!(shape.last(), Some(&(k as i64)), "input features");
+        assert_eq!(x.kind(), Kind::Float, "f32 input");
+        assert_eq!(x.device(), Device::Cpu, "input on the CPU");
         *shape.last_mut().expect("an input row") = self.0.out_features() as i64;
         let y = Tensor::empty(&shape[..], (Kind::Float, Device::Cpu));
+        if x.numel() == 0 {
+            return y;
+        }
+        let x = x.contiguous();
+        let m = x.numel() / k;
         // SAFETY: both tensors are contiguous f32 on the CPU with m rows of k and N floats;
         // `y` is fresh, so nothing else aliases it.
         let (xs, ys) = unsafe {
@@ -47,7 +53,6 @@ impl Packed {
                 std::slice::from_raw_parts_mut(y.data_ptr() as *mut f32, m * self.0.out_features()),
             )
         };
-        assert_eq!(x.kind(), Kind::Float, "f32 input");
         self.0.forward(xs, m, ys);
         y
     }

@@ -155,17 +155,20 @@ fn small_gemm_rows() -> i64 {
 
 /// While alive, libtorch's operations on this thread run single-threaded: during a decode
 /// step the products run on the `gemm` pool, and libtorch's worker threads spinning between
-/// its (small) parallel operations would take the pool's cores. OpenMP's thread count is a
-/// per-thread setting, so other threads (training, other engines) keep theirs.
+/// its (small) parallel operations would take the pool's cores. OpenMP's (and MKL's) thread
+/// count is per thread; ATen also keeps a process-wide default that threads read when they
+/// first compute in parallel, so the drop restores the count every thread had before the
+/// first decode step, not whatever this thread read (which another step may have lowered).
 struct TorchSerial(i32);
 
 impl TorchSerial {
     fn new() -> Self {
-        let n = tch::get_num_threads();
-        if n > 1 {
+        static USUAL: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
+        let usual = *USUAL.get_or_init(tch::get_num_threads);
+        if usual > 1 {
             tch::set_num_threads(1);
         }
-        Self(n)
+        Self(usual)
     }
 }
 
@@ -611,10 +614,16 @@ impl Llama {
 fn decode_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, nkv: i64) -> Tensor {
     let (b, nh, _, d) = q.size4().expect("q is [B, H, 1, D]");
     let s = k.size()[2];
+    let on_cpu_f32 = |t: &Tensor| t.kind() == Kind::Float && t.device() == Device::Cpu;
     let fits = d % 16 == 0
+        && on_cpu_f32(q)
+        && on_cpu_f32(k)
+        && on_cpu_f32(v)
+        && k.size() == [b, nkv, s, d]
+        && v.size() == k.size()
         && k.stride()[3] == 1
         && v.stride()[3] == 1
-        && k.kind() == Kind::Float
+        && mask.kind() == Kind::Bool
         && mask.numel() as i64 == b * s;
     if !fits {
         return Tensor::scaled_dot_product_attention(
