@@ -383,8 +383,10 @@ pub struct EngineStats {
     pub row_steps: std::sync::atomic::AtomicU64,
     /// Requests admitted while other rows were mid-generation.
     pub joined_running: std::sync::atomic::AtomicU64,
-    /// Cache re-layouts (a longer prompt, more rows or more room needed).
+    /// Cache re-layouts (a longer prompt, more rows or more room needed), and their time in
+    /// nanoseconds (part of `prefill_ns`).
     pub relayouts: std::sync::atomic::AtomicU64,
+    pub relayout_ns: std::sync::atomic::AtomicU64,
     /// Time in prompt prefills and in decode steps, nanoseconds.
     pub prefill_ns: std::sync::atomic::AtomicU64,
     pub decode_ns: std::sync::atomic::AtomicU64,
@@ -879,9 +881,14 @@ fn admit(
                 let new_end = w.max(l);
                 let shift = new_end - c.len;
                 let batch = slots.len() as i64 + grow as i64;
+                let t0 = std::time::Instant::now();
                 c.relayout(batch, new_end + remaining + 64, new_end - w);
                 st.relayouts
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                st.relayout_ns.fetch_add(
+                    t0.elapsed().as_nanos() as u64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 for s in slots.iter_mut().flatten() {
                     s.first_col += shift;
                 }
