@@ -638,7 +638,8 @@ fn decode_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, nkv: i64)
         );
     }
     let q = q.contiguous();
-    let mask = mask.to_kind(Kind::Uint8).contiguous();
+    // A bool tensor stores one byte (0 or 1) per element: read in place, no conversion per layer.
+    let mask = mask.contiguous();
     let out = Tensor::empty([b, nh, 1, d], (Kind::Float, Device::Cpu));
     let (ks, vs) = (k.stride(), v.stride());
     let shape = spar_gemm::AttentionShape {
