@@ -1,6 +1,6 @@
 //! The `spar-host` binary end to end: plugin inspect/check, score, errors, libtorch loading.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Output};
 

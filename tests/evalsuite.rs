@@ -3,7 +3,7 @@
 //! by hand (answers from a scripted OpenAI-compatible server, so every judgment is known);
 //! refinement accuracy; prompts evolve/compose/split; the run report; bad datasets.
 
-mod common;
+use crate::common;
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};

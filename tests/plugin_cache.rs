@@ -1,7 +1,7 @@
 //! The compiled-component cache: keyed by plugin hash and engine, written atomically,
 //! recovering from a corrupt entry.
 
-mod common;
+use crate::common;
 
 use spar_host::plugin::checker::Checker;
 use spar_host::plugin::{PluginHost, SandboxConfig};

@@ -1,7 +1,7 @@
 //! The conformance suite of each world, run against the real plugins, plus the reference
 //! judge-parse vectors through the prompts plugin.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

@@ -1,7 +1,7 @@
 //! Hostile plugins are contained: each misbehaviour ends in a clear, plugin-named error and
 //! the very next call — on the same plugin and on a good one — succeeds.
 
-mod common;
+use crate::common;
 
 use spar_host::plugin::checker::Checker;
 use spar_host::plugin::{GuestError, PluginError, PluginKind};

@@ -1,7 +1,7 @@
 //! The BFS and DFS plugins reproduce the reference vectors through wasmtime, searches run
 //! concurrently, and `search replay` reports the first difference of a wrong vector.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

@@ -7,7 +7,7 @@
 //! (`Final Judgement: Yes`, `… No`, `[[start]]`, `[[end]]`), so a random model yields
 //! parseable votes and refinements now and then, and every stage has work to do.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,7 +1,7 @@
 //! A tree search driven by a real model through the real plugins: the generation engine on a
 //! tiny random model, the spar-prompts plugin for the conversations, the BFS plugin.
 
-mod common;
+use crate::common;
 
 use spar_host::model::LoadedModel;
 use spar_host::model::generate::{Engine, SamplingParams};

@@ -3,7 +3,7 @@
 //! the native engine, bit for bit) and against llama-cpp-python's OpenAI-compatible server on
 //! the embedded GGUF; graceful shutdown with a request in flight; retries, then a clear error.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::Command;
