@@ -1,5 +1,6 @@
 //! `cargo run -p spar-gemm --example speed`: the kernel on SmolLM2-135M's projection shapes
-//! (30 layers, weights streamed from memory), milliseconds per decode step by row count.
+//! (30 layers, weights streamed from memory), milliseconds per decode step by row count
+//! (`-- 128 512` for other row counts, e.g. a prefill's), and GFLOP/s.
 use std::time::Instant;
 
 fn main() {
@@ -23,7 +24,14 @@ fn main() {
                 .collect()
         })
         .collect();
-    for m in [1usize, 2, 4, 8, 12, 16, 24, 32, 48, 64] {
+    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let rows = if args.is_empty() {
+        vec![1usize, 2, 4, 8, 12, 16, 24, 32, 48, 64]
+    } else {
+        args
+    };
+    let flops_per_row: usize = shapes.iter().map(|&(n, k)| 2 * n * k * 30).sum();
+    for m in rows {
         let xs: Vec<Vec<f32>> = shapes.iter().map(|&(_, k)| rnd(m * k)).collect();
         let mut ys: Vec<Vec<f32>> = shapes.iter().map(|&(n, _)| vec![0f32; m * n]).collect();
         let mut best = f64::MAX;
@@ -36,6 +44,7 @@ fn main() {
             }
             best = best.min(t.elapsed().as_secs_f64() * 1e3);
         }
-        println!("rows {m:>3}: {best:.1} ms per step");
+        let gflops = (m * flops_per_row) as f64 / best / 1e6;
+        println!("rows {m:>3}: {best:.1} ms per step, {gflops:.0} GFLOP/s");
     }
 }

@@ -141,15 +141,20 @@ struct DecodeWeights {
     lm_head: Packed,
 }
 
-/// Decode steps of up to this many rows use the packed weights (more rows go to libtorch's
-/// GEMM, which is efficient there: prefill, long batches).
+/// Forwards with a KV cache of up to this many rows (batch × new positions) use the packed
+/// weights: every decode step, and the prefill of prompts up to 512 tokens. Measured on the
+/// embedded model (2 AVX-512 cores, AMD EPYC), prefill of a 100-token prompt took 145–185 ms
+/// on the kernel vs 326 ms on libtorch's GEMM, 300 tokens 515–557 vs 617 ms, 600 tokens about
+/// the same, 1000 tokens 2.4–2.5 vs 2.0 s: libtorch's attention runs single-threaded beside
+/// the kernel's pool and grows with the square of the length, so longer prompts go to
+/// libtorch.
 fn small_gemm_rows() -> i64 {
     static ROWS: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
     *ROWS.get_or_init(|| {
         std::env::var("SPAR_SMALL_GEMM_ROWS")
             .ok()
             .and_then(|s| s.parse().ok())
-            .unwrap_or(64)
+            .unwrap_or(512)
     })
 }
 
@@ -470,7 +475,7 @@ impl Llama {
         };
         let mut xs = Tensor::embedding(&self.embed, ids, -1, false, false);
         let past = cache.as_ref().map_or(0, |c| c.len);
-        // Decode steps (a cache, few rows) multiply with the packed weights.
+        // Decode steps and short prefills (a cache, few rows) multiply with the packed weights.
         let packed = if cache.is_some() && b * t <= small_gemm_rows() {
             self.decode_weights()
         } else {
