@@ -572,11 +572,12 @@ pub async fn search(
         seq.rows as f64 / seq.steps.max(1) as f64
     ));
     s.push_str(&format!(
-        "concurrent engine time: prefill {prefill_s:.1} s ({prefill_tokens} prompt tokens; {} prompts reused from the prompt cache; {} cache re-layouts, {:.1} s), decode {decode_s:.1} s ({steps} steps, {:.1} ms/step)\n",
+        "concurrent engine time: prefill {prefill_s:.1} s ({prefill_tokens} prompt tokens; {} prompts reused from the prompt cache; {} cache re-layouts, {:.1} s), decode {decode_s:.1} s ({steps} steps, {:.1} ms/step; {:.1} rows per step read their prompt from another row's copy)\n",
         st.prompt_cache_hits.load(Relaxed) - h0,
         st.relayouts.load(Relaxed),
         st.relayout_ns.load(Relaxed) as f64 / 1e9,
-        decode_s * 1e3 / steps as f64
+        decode_s * 1e3 / steps as f64,
+        st.shared_prompt_rows.load(Relaxed) as f64 / steps as f64
     ));
     Ok(s)
 }

@@ -581,6 +581,19 @@ pub struct AttentionShape {
     pub v_strides: [usize; 3],
 }
 
+/// Columns of one row that hold the same keys and values as columns of another row: the `n`
+/// samples of a prompt, or requests with the same prompt, each carry a copy of the prompt's
+/// cache. Row `b`'s columns `own_col..own_col + len` are read from row `leader`'s columns
+/// `leader_col..leader_col + len` instead, and the rows of a group are computed one after the
+/// other, so the shared span comes from memory once and from cache for the others.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Borrowed {
+    pub leader: usize,
+    pub leader_col: usize,
+    pub own_col: usize,
+    pub len: usize,
+}
+
 /// Attention of one new position per row over cached keys and values, grouped-query:
 /// `q` is `[batch, heads, head_dim]`, `mask` is `[batch, s]` (non-zero = visible), `out` is
 /// `[batch, heads, head_dim]`; query head `h` reads key/value head `h / (heads / kv_heads)`.
@@ -596,6 +609,25 @@ pub unsafe fn attend_decode(
     v: *const f32,
     mask: &[u8],
     shape: AttentionShape,
+    out: &mut [f32],
+) {
+    // SAFETY: the caller's contract.
+    unsafe { attend_decode_borrowing(q, k, v, mask, shape, &[], out) }
+}
+
+/// [`attend_decode`] where rows read spans of their keys and values from another row
+/// (`borrowed`: empty, or one entry per row). The result is the same as reading each row's
+/// own columns when those hold the same values; that equality is the caller's to keep.
+///
+/// # Safety
+/// As [`attend_decode`].
+pub unsafe fn attend_decode_borrowing(
+    q: &[f32],
+    k: *const f32,
+    v: *const f32,
+    mask: &[u8],
+    shape: AttentionShape,
+    borrowed: &[Option<Borrowed>],
     out: &mut [f32],
 ) {
     let AttentionShape {
@@ -619,11 +651,28 @@ pub unsafe fn attend_decode(
         mask.chunks(s.max(1)).all(|row| row.iter().any(|&m| m != 0)),
         "every row sees at least one column"
     );
+    assert!(
+        borrowed.is_empty() || borrowed.len() == batch,
+        "one borrowed span per row, or none"
+    );
+    for x in borrowed.iter().flatten() {
+        assert!(
+            x.leader < batch && x.own_col + x.len <= s && x.leader_col + x.len <= s,
+            "borrowed span {x:?} inside the batch and the {s} columns"
+        );
+    }
+    // Rows of a group next to each other, head by head: one task after another reads the
+    // leader's span while it is still in cache.
+    let mut order: Vec<usize> = (0..batch).collect();
+    if !borrowed.is_empty() {
+        order.sort_by_key(|&b| (borrowed[b].map_or(b, |x| x.leader), b));
+    }
     let (kp, vp, op) = (k as usize, v as usize, out.as_mut_ptr() as usize);
     run_split(batch * kv_heads, &|from, to| {
         for task in from..to {
-            let (b, h) = (task / kv_heads, task % kv_heads);
-            // SAFETY: by the caller's contract; each task writes its own heads of `out`.
+            let (h, b) = (task / batch, order[task % batch]);
+            // SAFETY: by the caller's contract and the checks above; each task writes its own
+            // heads of `out`.
             unsafe {
                 attend_group(
                     q,
@@ -633,6 +682,7 @@ pub unsafe fn attend_decode(
                     &shape,
                     b,
                     h,
+                    borrowed.get(b).copied().flatten(),
                     op as *mut f32,
                 )
             };
@@ -652,6 +702,7 @@ unsafe fn attend_group(
     shape: &AttentionShape,
     b: usize,
     h: usize,
+    borrowed: Option<Borrowed>,
     out: *mut f32,
 ) {
     use std::arch::x86_64::*;
@@ -671,6 +722,30 @@ unsafe fn attend_group(
     let qh = &q[(b * shape.heads + h * g) * d..(b * shape.heads + (h + 1) * g) * d];
     let kb = k.wrapping_add(b * shape.k_strides[0] + h * shape.k_strides[1]);
     let vb = v.wrapping_add(b * shape.v_strides[0] + h * shape.v_strides[1]);
+    // Column `pos` of this row: its own, or the leader's for a borrowed span.
+    let (lend, lk, lv) = match borrowed {
+        Some(x) => (
+            x.own_col..x.own_col + x.len,
+            k.wrapping_add(x.leader * shape.k_strides[0] + h * shape.k_strides[1]),
+            v.wrapping_add(x.leader * shape.v_strides[0] + h * shape.v_strides[1]),
+        ),
+        None => (0..0, kb, vb),
+    };
+    let shift = borrowed.map_or(0, |x| x.leader_col.wrapping_sub(x.own_col));
+    let krow = |pos: usize| {
+        if lend.contains(&pos) {
+            lk.wrapping_add(pos.wrapping_add(shift) * shape.k_strides[2])
+        } else {
+            kb.wrapping_add(pos * shape.k_strides[2])
+        }
+    };
+    let vrow = |pos: usize| {
+        if lend.contains(&pos) {
+            lv.wrapping_add(pos.wrapping_add(shift) * shape.v_strides[2])
+        } else {
+            vb.wrapping_add(pos * shape.v_strides[2])
+        }
+    };
     // Scores, then probabilities, per query head: [g][n].
     let mut p = vec![0f32; g * n];
     // SAFETY: positions lo..hi < s, rows of d floats (caller's contract); q and p in bounds.
@@ -682,7 +757,7 @@ unsafe fn attend_group(
                 }
                 continue;
             }
-            let kr = kb.add(pos * shape.k_strides[2]);
+            let kr = krow(pos);
             for gi in 0..g {
                 let qr = qh.as_ptr().add(gi * d);
                 let mut acc = _mm512_setzero_ps();
@@ -704,7 +779,7 @@ unsafe fn attend_group(
             if mask[pos] == 0 {
                 continue;
             }
-            let vr = vb.add(pos * shape.v_strides[2]);
+            let vr = vrow(pos);
             for gi in 0..g {
                 let w = _mm512_set1_ps(p[gi * n + j]);
                 let a = acc.as_mut_ptr().add(gi * d);
@@ -731,6 +806,7 @@ unsafe fn attend_group(
     _: &AttentionShape,
     _: usize,
     _: usize,
+    _: Option<Borrowed>,
     _: *mut f32,
 ) {
     unreachable!("the kernel runs only where `available()`")
@@ -829,6 +905,87 @@ mod attention_tests {
                 "{x}: {got} vs {want}"
             );
         }
+    }
+
+    #[test]
+    fn borrowed_spans_read_the_leader_and_give_the_same_bits() {
+        if !available() {
+            return;
+        }
+        let mut seed = 5u64;
+        let mut rnd = |n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|_| {
+                    seed = seed
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    ((seed >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+                })
+                .collect()
+        };
+        let (batch, heads, kv_heads, d, s, len) = (4, 6, 2, 32, 12, 5);
+        let strides = [kv_heads * s * d, s * d, d];
+        let mut kc = rnd(batch * kv_heads * s * d);
+        let mut vc = rnd(batch * kv_heads * s * d);
+        let q = rnd(batch * heads * d);
+        // Rows 0, 1 and 2 hold one prompt of `len` columns, at columns 1, 3 and 1; row 3 is
+        // on its own. Each row sees from its prompt's first column on.
+        let starts = [1usize, 3, 1, 0];
+        let mut mask = vec![0u8; batch * s];
+        for b in 0..batch {
+            mask[b * s + starts[b]..(b + 1) * s].fill(1);
+        }
+        let span = |b: usize, h: usize, c: usize| b * strides[0] + h * strides[1] + c * d;
+        for c in [&mut kc, &mut vc] {
+            for h in 0..kv_heads {
+                for b in [1, 2] {
+                    let (from, to) = (span(0, h, starts[0]), span(b, h, starts[b]));
+                    c.copy_within(from..from + len * d, to);
+                }
+            }
+        }
+        let shape = AttentionShape {
+            batch,
+            heads,
+            kv_heads,
+            head_dim: d,
+            s,
+            k_strides: strides,
+            v_strides: strides,
+        };
+        let mut want = vec![0f32; batch * heads * d];
+        unsafe { attend_decode(&q, kc.as_ptr(), vc.as_ptr(), &mask, shape, &mut want) };
+        // The followers' copies poisoned: any read of them would give NaN.
+        for c in [&mut kc, &mut vc] {
+            for h in 0..kv_heads {
+                for b in [1, 2] {
+                    c[span(b, h, starts[b])..span(b, h, starts[b]) + len * d].fill(f32::NAN);
+                }
+            }
+        }
+        let lend = |b: usize| Borrowed {
+            leader: 0,
+            leader_col: starts[0],
+            own_col: starts[b],
+            len,
+        };
+        let borrowed = [None, Some(lend(1)), Some(lend(2)), None];
+        let mut got = vec![f32::NAN; batch * heads * d];
+        unsafe {
+            attend_decode_borrowing(
+                &q,
+                kc.as_ptr(),
+                vc.as_ptr(),
+                &mask,
+                shape,
+                &borrowed,
+                &mut got,
+            )
+        };
+        assert_eq!(
+            got.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            want.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+        );
     }
 
     #[test]

@@ -396,6 +396,9 @@ pub struct EngineStats {
     pub compactions: std::sync::atomic::AtomicU64,
     /// Requests whose prompt was served from the prompt cache (no prefill).
     pub prompt_cache_hits: std::sync::atomic::AtomicU64,
+    /// Row-steps whose attention read the prompt's keys and values from another row's copy
+    /// (rows placed from one prefilled prompt; decode attention on the `spar-gemm` kernel).
+    pub shared_prompt_rows: std::sync::atomic::AtomicU64,
 }
 
 impl Engine {
@@ -480,13 +483,15 @@ impl Engine {
 /// refinements of a tree node, a retried refinement, a re-voted judgment) skips its prefill.
 /// Only exact matches are reused, with the very keys, values and logits computed before, so
 /// results stay bitwise independent of what was served earlier.
-/// A prefilled prompt: its keys and values, and the logits of its last position.
-type Prefilled = std::rc::Rc<(super::llama::KvCache, Tensor)>;
+/// A prefilled prompt: its keys and values, the logits of its last position, and an id that
+/// no other prefill of this engine has (rows placed from it hold copies of the same values).
+type Prefilled = std::rc::Rc<(super::llama::KvCache, Tensor, u64)>;
 
 struct PromptCache {
     entries: std::collections::VecDeque<(Vec<i64>, Prefilled)>,
     tokens: usize,
     max_tokens: usize,
+    prefills: u64,
 }
 
 impl PromptCache {
@@ -530,6 +535,9 @@ struct Slot {
     /// Position (RoPE) of the token fed at the next step.
     pos: i64,
     next: i64,
+    /// The prefilled prompt this row's first `prompt_len` columns were copied from.
+    prompt: u64,
+    prompt_len: i64,
 }
 
 /// The engine loop: admit waiting requests (prefill each prompt once, its `n` samples share
@@ -551,6 +559,7 @@ fn serve(lm: &LoadedModel, rx: &std_mpsc::Receiver<Job>, max_rows: usize, st: &E
         entries: Default::default(),
         tokens: 0,
         max_tokens: 8192,
+        prefills: 0,
     };
     let mut open = true;
     loop {
@@ -636,6 +645,27 @@ fn serve(lm: &LoadedModel, rx: &std_mpsc::Receiver<Job>, max_rows: usize, st: &E
                 }
             }
         }
+        // Rows placed from one prefilled prompt hold copies of its keys and values: attention
+        // reads the first live row's copy for all of them (once from memory, not per row).
+        let mut leaders = std::collections::HashMap::new();
+        let borrowed = (0..slots.len())
+            .map(|i| {
+                let s = slots[i].as_ref()?;
+                let lead = *leaders.entry(s.prompt).or_insert(i);
+                let l = slots[lead].as_ref().expect("a leader is live");
+                (lead != i).then(|| spar_gemm::Borrowed {
+                    leader: lead,
+                    leader_col: (l.first_col - c.start) as usize,
+                    own_col: (s.first_col - c.start) as usize,
+                    len: s.prompt_len as usize,
+                })
+            })
+            .collect::<Vec<_>>();
+        if model.uses_decode_kernel() {
+            let shared = borrowed.iter().flatten().count() as u64;
+            st.shared_prompt_rows.fetch_add(shared, Relaxed);
+        }
+        c.borrowed = borrowed;
         let cols = Tensor::arange_start(c.start, end + 1, (Kind::Int64, dev));
         let first_t = Tensor::from_slice(&first).to_device(dev).unsqueeze(1);
         let mask = cols
@@ -816,7 +846,8 @@ fn admit(
                 .view([1, 1, l, l]);
             let hidden = model.forward(&ids, &pos, &mask, Some(&mut pre));
             let last = model.next_logits(&hidden.narrow(1, l - 1, 1).squeeze_dim(1));
-            let v = std::rc::Rc::new((pre, last));
+            prompts.prefills += 1;
+            let v = std::rc::Rc::new((pre, last, prompts.prefills));
             prompts.put(p.clone(), v.clone());
             v
         }
@@ -922,6 +953,8 @@ fn admit(
             first_col: at,
             pos: l,
             next,
+            prompt: prefilled.2,
+            prompt_len: l,
         });
         placed.push(i as i64);
     }
@@ -1101,7 +1134,28 @@ mod tests {
     /// and for more rows), and every request still gets exactly what it gets alone.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn engine_rows_join_and_leave_a_running_batch() {
-        let lm = tiny();
+        rows_join_and_leave(tiny()).await;
+    }
+
+    /// The same with heads of 16, where decode attention runs on the `spar-gemm` kernel and
+    /// rows of one prompt (the `n` samples, the repeated prompt) read one copy of its cache.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn engine_rows_sharing_a_prompt_read_one_copy_and_match_alone() {
+        let dir = std::env::temp_dir().join(format!("spar-gen-wide-{}", std::process::id()));
+        crate::model::tiny::write_tiny_model_hidden(&dir, 64, 7, 64).unwrap();
+        let lm = LoadedModel::load(&dir, Device::Cpu, Kind::Float).unwrap();
+        assert_eq!(
+            lm.model.uses_decode_kernel(),
+            crate::model::gemm::available(),
+            "the packed decode path applies on this CPU"
+        );
+        let shared = rows_join_and_leave(lm).await;
+        if crate::model::gemm::available() {
+            assert!(shared > 0, "no row read a shared prompt copy");
+        }
+    }
+
+    async fn rows_join_and_leave(lm: LoadedModel) -> u64 {
         let reqs: Vec<(Vec<i64>, SamplingParams)> = (0..10)
             .map(|i| {
                 let words: Vec<usize> = (0..(1 + (i * 7) % 13)).map(|k| 3 + (k + i) % 60).collect();
@@ -1152,6 +1206,7 @@ mod tests {
         assert!(st.joined_running.load(Relaxed) > 0, "{st:?}");
         assert!(st.relayouts.load(Relaxed) > 0, "{st:?}");
         assert!(st.prompt_cache_hits.load(Relaxed) > 0, "{st:?}");
+        st.shared_prompt_rows.load(Relaxed)
     }
 
     /// When most rows of the running batch have finished, they are dropped from the cache and

@@ -66,6 +66,11 @@ pub struct KvCache {
     /// First column attention reads (columns before it are dead for every row); the mask's
     /// key dimension covers `start..len + T`.
     pub start: i64,
+    /// Empty, or one entry per row for the next decode step: a span of the row's columns
+    /// (counted from `start`) that holds the same keys and values as a span of another
+    /// row's, which decode attention reads instead (rows placed from one prefilled prompt).
+    /// Whoever sets it keeps the equality; `place`, `keep_rows` and `relayout` clear it.
+    pub borrowed: Vec<Option<spar_gemm::Borrowed>>,
 }
 
 impl KvCache {
@@ -76,6 +81,7 @@ impl KvCache {
     /// Copy the first `cols` columns of batch row 0 of `src` (a prefilled prompt) into the
     /// rows `slots` of this cache at columns `at..at + cols`.
     pub fn place(&mut self, slots: &[i64], src: &KvCache, cols: i64, at: i64) {
+        self.borrowed.clear();
         let idx = Tensor::from_slice(slots).to_device(self.k[0].device());
         let n = slots.len() as i64;
         for (dst, from) in self
@@ -94,6 +100,7 @@ impl KvCache {
     /// Keep only the batch rows `keep` (in that order) and drop the columns before `start`:
     /// one copy of the live window, after which column `c` is `c - start`.
     pub fn keep_rows(&mut self, keep: &[i64]) {
+        self.borrowed.clear();
         let idx = Tensor::from_slice(keep).to_device(self.k[0].device());
         let room = self.capacity - self.start;
         for t in self.k.iter_mut().chain(self.v.iter_mut()) {
@@ -107,6 +114,7 @@ impl KvCache {
     /// A new layout: `batch` rows (the existing ones first), `capacity` columns, the live
     /// window `start..len` moved to begin at column `to`.
     pub fn relayout(&mut self, batch: i64, capacity: i64, to: i64) {
+        self.borrowed.clear();
         let w = self.len - self.start;
         assert!(to + w <= capacity, "the window fits the new capacity");
         for t in self.k.iter_mut().chain(self.v.iter_mut()) {
@@ -437,6 +445,7 @@ impl Llama {
             len: 0,
             capacity,
             start: 0,
+            borrowed: Vec::new(),
         }
     }
 
@@ -482,6 +491,10 @@ impl Llama {
             None
         };
         let _serial = packed.map(|_| TorchSerial::new());
+        let borrowed = match cache.as_ref() {
+            Some(c) if t == 1 && c.borrowed.len() as i64 == b => c.borrowed.clone(),
+            _ => Vec::new(),
+        };
         for (l, layer) in self.layers.iter().enumerate() {
             let h = rms_norm(&xs, &layer.ln1, self.cfg.rms_norm_eps);
             let fused = self.fused.as_ref().map(|f| &f[l]);
@@ -520,7 +533,7 @@ impl Llama {
                 None => (k, v),
             };
             let att = if packed.is_some() && t == 1 {
-                decode_attention(&q, &k, &v, mask, nkv)
+                decode_attention(&q, &k, &v, mask, nkv, &borrowed)
             } else {
                 // GQA inside SDPA: no copies of the cache per query-head group.
                 Tensor::scaled_dot_product_attention(
@@ -615,8 +628,16 @@ impl Llama {
 /// (`[B, H_kv, S, D]` views of the cache) under `mask` (`[B, 1, 1, S]`): the `spar-gemm`
 /// kernel, which reads each row's visible span of the cache in place (libtorch's CPU
 /// attention loops over every (row, head) pair with small products and copies, and computes
-/// the padding of ragged batches too). Other layouts go through libtorch's SDPA.
-fn decode_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, nkv: i64) -> Tensor {
+/// the padding of ragged batches too); `borrowed` (empty or one per row) are the cache's
+/// shared spans. Other layouts go through libtorch's SDPA.
+fn decode_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: &Tensor,
+    nkv: i64,
+    borrowed: &[Option<spar_gemm::Borrowed>],
+) -> Tensor {
     let (b, nh, _, d) = q.size4().expect("q is [B, H, 1, D]");
     let s = k.size()[2];
     let on_cpu_f32 = |t: &Tensor| t.kind() == Kind::Float && t.device() == Device::Cpu;
@@ -660,12 +681,13 @@ fn decode_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, nkv: i64)
     // SAFETY: contiguous f32 tensors of the sizes given; `k` and `v` are live views whose
     // strides describe every element the kernel reads; `out` is fresh.
     unsafe {
-        spar_gemm::attend_decode(
+        spar_gemm::attend_decode_borrowing(
             std::slice::from_raw_parts(q.data_ptr() as *const f32, n),
             k.data_ptr() as *const f32,
             v.data_ptr() as *const f32,
             std::slice::from_raw_parts(mask.data_ptr() as *const u8, (b * s) as usize),
             shape,
+            borrowed,
             std::slice::from_raw_parts_mut(out.data_ptr() as *mut f32, n),
         );
     }

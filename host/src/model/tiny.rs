@@ -30,11 +30,33 @@ pub fn write_tiny_model_with(
     phrases: &[&str],
     max_positions: usize,
 ) -> Result<(), ModelError> {
+    write_tiny(dir, vocab, seed, phrases, max_positions, 32)
+}
+
+/// As [`write_tiny_model`] with hidden size `hidden` (4 query heads of `hidden / 4`): 64 gives
+/// heads of 16, the smallest the decode attention kernel takes.
+pub fn write_tiny_model_hidden(
+    dir: &Path,
+    vocab: usize,
+    seed: i64,
+    hidden: usize,
+) -> Result<(), ModelError> {
+    write_tiny(dir, vocab, seed, &[], 256, hidden)
+}
+
+fn write_tiny(
+    dir: &Path,
+    vocab: usize,
+    seed: i64,
+    phrases: &[&str],
+    max_positions: usize,
+    hidden: usize,
+) -> Result<(), ModelError> {
     let total = vocab + phrases.len();
     std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
     let cfg: ModelConfig = serde_json::from_value(serde_json::json!({
         "architectures": ["LlamaForCausalLM"], "model_type": "llama",
-        "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+        "hidden_size": hidden, "intermediate_size": 2 * hidden, "num_hidden_layers": 2,
         "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": total,
         "max_position_embeddings": max_positions, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
         "tie_word_embeddings": true, "bos_token_id": 2, "eos_token_id": 1
