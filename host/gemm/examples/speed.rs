@@ -24,7 +24,10 @@ fn main() {
                 .collect()
         })
         .collect();
-    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
     let rows = if args.is_empty() {
         vec![1usize, 2, 4, 8, 12, 16, 24, 32, 48, 64]
     } else {
