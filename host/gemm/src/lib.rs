@@ -469,7 +469,7 @@ fn helper(s: &Shared, h: usize) {
 mod tests {
     use super::*;
 
-    fn rand(seed: &mut u64, n: usize) -> Vec<f32> {
+    pub(super) fn rand(seed: &mut u64, n: usize) -> Vec<f32> {
         (0..n)
             .map(|_| {
                 *seed = seed
@@ -913,16 +913,8 @@ mod attention_tests {
             return;
         }
         let mut seed = 5u64;
-        let mut rnd = |n: usize| -> Vec<f32> {
-            (0..n)
-                .map(|_| {
-                    seed = seed
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    ((seed >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
-                })
-                .collect()
-        };
+        let mut rnd =
+            |n: usize| -> Vec<f32> { tests::rand(&mut seed, n).iter().map(|x| x * 4.0).collect() };
         let (batch, heads, kv_heads, d, s, len) = (4, 6, 2, 32, 12, 5);
         let strides = [kv_heads * s * d, s * d, d];
         let mut kc = rnd(batch * kv_heads * s * d);
@@ -994,16 +986,8 @@ mod attention_tests {
             return;
         }
         let mut seed = 11u64;
-        let mut rnd = |n: usize| -> Vec<f32> {
-            (0..n)
-                .map(|_| {
-                    seed = seed
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    ((seed >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
-                })
-                .collect()
-        };
+        let mut rnd =
+            |n: usize| -> Vec<f32> { tests::rand(&mut seed, n).iter().map(|x| x * 4.0).collect() };
         let (batch, heads, kv_heads, d, cap, s) = (3, 6, 2, 32, 12, 9);
         // Caches of capacity `cap`, attention over the window 2..2+s (a strided view).
         let kc = rnd(batch * kv_heads * cap * d);
