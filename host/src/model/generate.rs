@@ -93,11 +93,22 @@ fn seed_for(seed: Option<u64>, sample: usize) -> u64 {
 /// Next token of each active row from its logits `[B, V]`: greedy rows take the argmax;
 /// sampling rows apply temperature, then top-k, then top-p, then draw with their own RNG.
 fn sample(logits: &Tensor, rows: &mut [Row], active: &[usize]) -> Vec<i64> {
+    sample_with_head(logits, rows, active, 1024).0
+}
+
+/// [`sample`], preselecting the `head` most likely tokens for top-p/top-k rows; also says
+/// whether the head held every row's cut (else the whole vocabulary was sorted).
+fn sample_with_head(
+    logits: &Tensor,
+    rows: &mut [Row],
+    active: &[usize],
+    head_len: i64,
+) -> (Vec<i64>, bool) {
     let greedy: Vec<i64> = Vec::<i64>::try_from(logits.argmax(-1, false).to_device(Device::Cpu))
         .expect("argmax to vec");
     let needs_sampling = active.iter().any(|&r| rows[r].params.temperature > 0.0);
     if !needs_sampling {
-        return greedy;
+        return (greedy, false);
     }
     let temps: Vec<f32> = active
         .iter()
@@ -133,27 +144,61 @@ fn sample(logits: &Tensor, rows: &mut [Row], active: &[usize]) -> Vec<i64> {
             }
             out[i] = pick as i64;
         }
-        return out;
+        return (out, false);
     }
-    let (sorted, idx) = probs.sort(-1, true);
-    // Only the head of each sorted row can be drawn: copy up to the widest head.
-    let cum = sorted.cumsum(-1, Kind::Float);
+    // Only the head of each sorted row can be drawn. Sorting the whole vocabulary costs
+    // ~2 ms per row (49152 tokens); the `head_len` most likely tokens (`topk`, in the same
+    // order) usually hold every row's cut, and when one row's does not, the rows are sorted.
+    let vocab = probs.size()[1];
+    let tops: Vec<f32> = active
+        .iter()
+        .map(|&r| rows[r].params.top_p as f32)
+        .collect();
+    let tops = Tensor::from_slice(&tops)
+        .to_device(logits.device())
+        .unsqueeze(1);
+    let widest_k = active
+        .iter()
+        .map(|&r| rows[r].params.top_k as i64)
+        .max()
+        .unwrap_or(0);
+    let mut head = None;
+    if vocab > head_len && widest_k <= head_len {
+        let (vals, idx) = probs.topk(head_len, -1, true, true);
+        let cum = vals.cumsum(-1, Kind::Float);
+        // A row's cut lies in the head when it has a top-k (≤ head_len), or a top-p the head's
+        // mass reaches; a row without either draws from the whole vocabulary.
+        let mass: Vec<f32> = Vec::<f32>::try_from(
+            cum.narrow(1, head_len - 1, 1)
+                .flatten(0, 1)
+                .to_device(Device::Cpu),
+        )
+        .expect("head mass");
+        let fits = active.iter().enumerate().all(|(i, &r)| {
+            let p = &rows[r].params;
+            p.temperature <= 0.0 || p.top_k > 0 || (p.top_p < 1.0 && mass[i] >= p.top_p as f32)
+        });
+        if fits {
+            head = Some((vals, idx, cum));
+        }
+    }
+    let used_head = head.is_some();
+    let (sorted, idx, cum) = match head {
+        Some(h) => h,
+        None => {
+            let (sorted, idx) = probs.sort(-1, true);
+            let cum = sorted.cumsum(-1, Kind::Float);
+            (sorted, idx, cum)
+        }
+    };
     let mut widths = Vec::with_capacity(active.len());
     let below: Vec<i64> = Vec::<i64>::try_from(
-        cum.lt_tensor(
-            &Tensor::from_slice(
-                &active
-                    .iter()
-                    .map(|&r| rows[r].params.top_p as f32)
-                    .collect::<Vec<_>>(),
-            )
-            .to_device(logits.device())
-            .unsqueeze(1),
-        )
-        .sum_dim_intlist(-1, false, Kind::Int64)
-        .to_device(Device::Cpu),
+        cum.lt_tensor(&tops)
+            .sum_dim_intlist(-1, false, Kind::Int64)
+            .to_device(Device::Cpu),
     )
     .expect("counts");
+    // The candidates: the whole vocabulary, or its head.
     let vocab = sorted.size()[1];
     for (i, &r) in active.iter().enumerate() {
         let p = &rows[r].params;
@@ -189,7 +234,7 @@ fn sample(logits: &Tensor, rows: &mut [Row], active: &[usize]) -> Vec<i64> {
         }
         out[i] = ids[i * m as usize + pick];
     }
-    out
+    (out, used_head)
 }
 
 /// Generate for several tokenized prompts at once; returns `n` completions per prompt.
@@ -980,6 +1025,51 @@ mod tests {
     fn prompt(lm: &LoadedModel, words: &[usize]) -> Vec<i64> {
         let text: Vec<String> = words.iter().map(|&i| word(i)).collect();
         lm.tokenizer.encode(&text.join(" "), false).unwrap()
+    }
+
+    /// Top-p/top-k draws from the preselected head are the draws from the sorted vocabulary.
+    #[test]
+    fn sampling_from_the_head_equals_sorting_the_vocabulary() {
+        tch::manual_seed(3);
+        let vocab = 5000;
+        let settings = [(0.9, 0), (0.5, 50), (1.0, 40), (0.95, 0)];
+        let rows_for = |seed: u64| -> Vec<Row> {
+            settings
+                .iter()
+                .enumerate()
+                .map(|(i, &(top_p, top_k))| Row {
+                    request: 0,
+                    params: SamplingParams {
+                        temperature: 0.8,
+                        top_p,
+                        top_k,
+                        ..Default::default()
+                    },
+                    rng: Rng(seed + i as u64),
+                    tokens: Vec::new(),
+                    done: None,
+                })
+                .collect()
+        };
+        let active: Vec<usize> = (0..settings.len()).collect();
+        let mut heads = 0;
+        for step in 0..50u64 {
+            // Peaked logits: the cuts fall within the 1024 most likely tokens.
+            let logits =
+                Tensor::randn([settings.len() as i64, vocab], (Kind::Float, Device::Cpu)) * 4.0;
+            let (a, head) = sample_with_head(&logits, &mut rows_for(step), &active, 1024);
+            let (b, sorted) = sample_with_head(&logits, &mut rows_for(step), &active, i64::MAX);
+            assert!(!sorted);
+            assert_eq!(a, b, "step {step}");
+            heads += head as usize;
+        }
+        assert!(heads > 40, "the head held the cuts {heads} times of 50");
+        // A row without a cut (top_p 1, no top_k) draws from the whole vocabulary.
+        let mut rows = rows_for(0);
+        rows[0].params.top_p = 1.0;
+        let logits =
+            Tensor::randn([settings.len() as i64, vocab], (Kind::Float, Device::Cpu)) * 4.0;
+        assert!(!sample_with_head(&logits, &mut rows, &active, 1024).1);
     }
 
     #[test]
