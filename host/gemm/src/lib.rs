@@ -885,6 +885,11 @@ unsafe fn softmax_in_place(_: &mut [f32]) {
 mod attention_tests {
     use super::*;
 
+    /// Values in [-2, 2): scores large enough that the softmax is far from uniform.
+    fn wide(seed: &mut u64, n: usize) -> Vec<f32> {
+        tests::rand(seed, n).iter().map(|x| x * 4.0).collect()
+    }
+
     #[test]
     fn exp_is_accurate() {
         if !available() {
@@ -913,8 +918,7 @@ mod attention_tests {
             return;
         }
         let mut seed = 5u64;
-        let mut rnd =
-            |n: usize| -> Vec<f32> { tests::rand(&mut seed, n).iter().map(|x| x * 4.0).collect() };
+        let mut rnd = |n: usize| wide(&mut seed, n);
         let (batch, heads, kv_heads, d, s, len) = (4, 6, 2, 32, 12, 5);
         let strides = [kv_heads * s * d, s * d, d];
         let mut kc = rnd(batch * kv_heads * s * d);
@@ -986,8 +990,7 @@ mod attention_tests {
             return;
         }
         let mut seed = 11u64;
-        let mut rnd =
-            |n: usize| -> Vec<f32> { tests::rand(&mut seed, n).iter().map(|x| x * 4.0).collect() };
+        let mut rnd = |n: usize| wide(&mut seed, n);
         let (batch, heads, kv_heads, d, cap, s) = (3, 6, 2, 32, 12, 9);
         // Caches of capacity `cap`, attention over the window 2..2+s (a strided view).
         let kc = rnd(batch * kv_heads * cap * d);
