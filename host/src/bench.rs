@@ -507,6 +507,7 @@ pub async fn search(
     let st = engine.stats();
     let (s0, r0) = (st.steps.load(Relaxed), st.row_steps.load(Relaxed));
     let h0 = st.prompt_cache_hits.load(Relaxed);
+    let x0 = st.prefix_reused_tokens.load(Relaxed);
     let (p0, d0, t0) = (
         st.prefill_ns.load(Relaxed),
         st.decode_ns.load(Relaxed),
@@ -572,8 +573,9 @@ pub async fn search(
         seq.rows as f64 / seq.steps.max(1) as f64
     ));
     s.push_str(&format!(
-        "concurrent engine time: prefill {prefill_s:.1} s ({prefill_tokens} prompt tokens; {} prompts reused from the prompt cache; {} cache re-layouts, {:.1} s), decode {decode_s:.1} s ({steps} steps, {:.1} ms/step; {:.1} rows per step read their prompt from another row's copy)\n",
+        "concurrent engine time: prefill {prefill_s:.1} s ({prefill_tokens} prompt tokens; {} prompts reused from the prompt cache, {} tokens of cached prefixes; {} cache re-layouts, {:.1} s), decode {decode_s:.1} s ({steps} steps, {:.1} ms/step; {:.1} rows per step read their prompt from another row's copy)\n",
         st.prompt_cache_hits.load(Relaxed) - h0,
+        st.prefix_reused_tokens.load(Relaxed) - x0,
         st.relayouts.load(Relaxed),
         st.relayout_ns.load(Relaxed) as f64 / 1e9,
         decode_s * 1e3 / steps as f64,

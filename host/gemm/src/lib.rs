@@ -148,7 +148,7 @@ impl Packed {
             };
             let mut r = 0;
             while r < m {
-                let rows = (m - r).min(TILE_ROWS);
+                let rows = tile_rows(m - r);
                 let xr = x.wrapping_add(r * k);
                 let yr = y.wrapping_add(r * self.n + p * LANES);
                 // SAFETY: rows r..r+rows exist in x and y; the panel holds k * 16 floats.
@@ -158,6 +158,23 @@ impl Packed {
         }
     }
 }
+
+/// Rows of the next register tile when `left` rows remain: full tiles, except that no tile
+/// of a product of 5 rows or more gets fewer than 5 (the last 17–20 rows go as two tiles), so
+/// every row of such a product runs through [`Tile::rows`], whose sums do not depend on the
+/// tile's height: a row's result is then the same bits whatever other rows are computed with
+/// it (a prompt prefilled whole or after a reused prefix). Products of up to 4 rows use the
+/// faster [`Tile::split`] order.
+fn tile_rows(left: usize) -> usize {
+    match left {
+        0..=TILE_ROWS => left,
+        l if l - TILE_ROWS <= SPLIT_ROWS => l / 2,
+        _ => TILE_ROWS,
+    }
+}
+
+/// Tiles of up to this many rows sum each row in four interleaved partial sums.
+const SPLIT_ROWS: usize = 4;
 
 /// One panel of the weight.
 struct Tile {
@@ -173,6 +190,7 @@ impl Tile {
     unsafe fn run(&self, rows: usize, x: *const f32, y: *mut f32) {
         // SAFETY: as the caller's; `available()` was checked by `forward`.
         unsafe {
+            const _: () = assert!(SPLIT_ROWS == 4, "the tiles below split up to 4 rows");
             match rows {
                 1 => self.split::<1>(x, y),
                 2 => self.split::<2>(x, y),
@@ -517,6 +535,46 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// From 5 rows on, a row's result is the same bits whatever rows come with it: a prompt
+    /// prefilled whole equals its prefix and its rest prefilled apart.
+    #[test]
+    fn rows_of_products_of_5_rows_or_more_do_not_depend_on_their_neighbours() {
+        if !available() {
+            return;
+        }
+        let mut seed = 13;
+        let (n, k, m) = (40, 70, 60);
+        let w = rand(&mut seed, n * k);
+        let p = Packed::new(&w, n, k, Some(rand(&mut seed, n)));
+        let x = rand(&mut seed, m * k);
+        let mut all = vec![0f32; m * n];
+        p.forward(&x, m, &mut all);
+        let bits = |y: &[f32]| y.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        for from in 0..m - 5 {
+            for rows in (5..=m - from).step_by(3).chain([m - from]) {
+                let mut y = vec![f32::NAN; rows * n];
+                p.forward(&x[from * k..(from + rows) * k], rows, &mut y);
+                assert_eq!(
+                    bits(&y),
+                    bits(&all[from * n..(from + rows) * n]),
+                    "rows {from}..{}",
+                    from + rows
+                );
+            }
+        }
+        assert!((1..=300).all(|m| {
+            let mut left = m;
+            let mut tiles = Vec::new();
+            while left > 0 {
+                tiles.push(tile_rows(left));
+                left -= tiles[tiles.len() - 1];
+            }
+            tiles
+                .iter()
+                .all(|&t| t <= TILE_ROWS && (m <= SPLIT_ROWS || t > SPLIT_ROWS))
+        }));
     }
 
     #[test]

@@ -441,6 +441,9 @@ pub struct EngineStats {
     pub compactions: std::sync::atomic::AtomicU64,
     /// Requests whose prompt was served from the prompt cache (no prefill).
     pub prompt_cache_hits: std::sync::atomic::AtomicU64,
+    /// Prompt tokens not prefilled because a cached prompt began with them (their keys and
+    /// values copied; `prefill_tokens` counts only the rest).
+    pub prefix_reused_tokens: std::sync::atomic::AtomicU64,
     /// Row-steps whose attention read the prompt's keys and values from another row's copy
     /// (rows placed from one prefilled prompt; decode attention on the `spar-gemm` kernel).
     pub shared_prompt_rows: std::sync::atomic::AtomicU64,
@@ -525,9 +528,13 @@ impl Engine {
 }
 
 /// Prefilled prompts kept for reuse: a request whose prompt equals a recent one (sibling
-/// refinements of a tree node, a retried refinement, a re-voted judgment) skips its prefill.
-/// Only exact matches are reused, with the very keys, values and logits computed before, so
-/// results stay bitwise independent of what was served earlier.
+/// refinements of a tree node, a retried refinement, a re-voted judgment) skips its prefill,
+/// with the very keys, values and logits computed before. A prompt that begins like a cached
+/// one (the chat template, a judge's or refiner's instructions, the task) prefills only the
+/// rest after copying the common prefix's keys and values — where the model computes each
+/// position the same bits either way (`Llama::prefill_is_row_exact`), so results stay bitwise
+/// independent of what was served earlier.
+///
 /// A prefilled prompt: its keys and values, the logits of its last position, and an id that
 /// no other prefill of this engine has (rows placed from it hold copies of the same values).
 type Prefilled = std::rc::Rc<(super::llama::KvCache, Tensor, u64)>;
@@ -542,10 +549,34 @@ struct PromptCache {
 impl PromptCache {
     fn get(&mut self, p: &[i64]) -> Option<Prefilled> {
         let i = self.entries.iter().position(|(k, _)| k.as_slice() == p)?;
-        let e = self.entries.remove(i)?;
+        Some(self.touch(i))
+    }
+
+    /// The cached prompt sharing the longest prefix with `p` among those `usable` says may
+    /// lend theirs, and that prefix's length (at most `max`); None when no prefix is shared.
+    fn longest_prefix(
+        &mut self,
+        p: &[i64],
+        max: usize,
+        usable: impl Fn(&[i64]) -> bool,
+    ) -> Option<(usize, Prefilled)> {
+        let common = |k: &[i64]| k.iter().zip(p).take_while(|(a, b)| a == b).count();
+        let (i, n) = self
+            .entries
+            .iter()
+            .enumerate()
+            .filter(|(_, (k, _))| usable(k))
+            .map(|(i, (k, _))| (i, common(k).min(max)))
+            .max_by_key(|&(i, n)| (n, i))?;
+        (n > 0).then(|| (n, self.touch(i)))
+    }
+
+    /// Entry `i`, now the most recently used.
+    fn touch(&mut self, i: usize) -> Prefilled {
+        let e = self.entries.remove(i).expect("an entry");
         let v = e.1.clone();
         self.entries.push_back(e);
-        Some(v)
+        v
     }
 
     fn put(&mut self, p: Vec<i64>, v: Prefilled) {
@@ -881,16 +912,35 @@ fn admit(
             hit
         }
         None => {
-            st.prefill_tokens
-                .fetch_add(l as u64, std::sync::atomic::Ordering::Relaxed);
             let mut pre = model.new_cache(1, l);
-            let ids = Tensor::from_slice(p).view([1, l]).to_device(dev);
-            let pos = Tensor::arange(l, (Kind::Int64, dev)).unsqueeze(0);
+            // Positions a cached prompt shares with this one are copied, not computed, where
+            // that gives the same bits (the rest keeps at least 5 rows; see
+            // `Llama::prefill_is_row_exact`).
+            let exact = |k: &[i64]| model.prefill_is_row_exact(k.len() as i64);
+            let from = match exact(p) {
+                true => prompts.longest_prefix(p, p.len() - 5, exact),
+                false => None,
+            }
+            .map_or(0, |(n, src)| {
+                let n = n as i64;
+                pre.place(&[0], &src.0, n, 0);
+                pre.len = n;
+                n
+            });
+            st.prefix_reused_tokens
+                .fetch_add(from as u64, std::sync::atomic::Ordering::Relaxed);
+            st.prefill_tokens
+                .fetch_add((l - from) as u64, std::sync::atomic::Ordering::Relaxed);
+            let ids = Tensor::from_slice(&p[from as usize..])
+                .view([1, l - from])
+                .to_device(dev);
+            let pos = Tensor::arange_start(from, l, (Kind::Int64, dev)).unsqueeze(0);
             let mask = Tensor::ones([l, l], (Kind::Bool, dev))
                 .tril(0)
-                .view([1, 1, l, l]);
+                .narrow(0, from, l - from)
+                .view([1, 1, l - from, l]);
             let hidden = model.forward(&ids, &pos, &mask, Some(&mut pre));
-            let last = model.next_logits(&hidden.narrow(1, l - 1, 1).squeeze_dim(1));
+            let last = model.next_logits(&hidden.narrow(1, l - from - 1, 1).squeeze_dim(1));
             prompts.prefills += 1;
             let v = std::rc::Rc::new((pre, last, prompts.prefills));
             prompts.put(p.clone(), v.clone());
@@ -1227,8 +1277,9 @@ mod tests {
         rows_join_and_leave(tiny()).await;
     }
 
-    /// The same with heads of 16, where decode attention runs on the `spar-gemm` kernel and
-    /// rows of one prompt (the `n` samples, the repeated prompt) read one copy of its cache.
+    /// The same with heads of 16, where decode attention runs on the `spar-gemm` kernel, rows
+    /// of one prompt (the `n` samples, the repeated prompt) read one copy of its cache, and a
+    /// prompt beginning with an earlier one prefills only its rest.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn engine_rows_sharing_a_prompt_read_one_copy_and_match_alone() {
         let dir = std::env::temp_dir().join(format!("spar-gen-wide-{}", std::process::id()));
@@ -1239,13 +1290,18 @@ mod tests {
             crate::model::gemm::available(),
             "the packed decode path applies on this CPU"
         );
-        let shared = rows_join_and_leave(lm).await;
+        let (shared, reused) = rows_join_and_leave(lm).await;
         if crate::model::gemm::available() {
             assert!(shared > 0, "no row read a shared prompt copy");
+            assert!(
+                reused >= 10,
+                "{reused} prompt tokens reused from a cached prefix"
+            );
         }
     }
 
-    async fn rows_join_and_leave(lm: LoadedModel) -> u64 {
+    /// Rows that read a shared prompt copy, and prompt tokens copied from a cached prefix.
+    async fn rows_join_and_leave(lm: LoadedModel) -> (u64, u64) {
         let reqs: Vec<(Vec<i64>, SamplingParams)> = (0..10)
             .map(|i| {
                 let words: Vec<usize> = (0..(1 + (i * 7) % 13)).map(|k| 3 + (k + i) % 60).collect();
@@ -1265,6 +1321,12 @@ mod tests {
         let mut again = reqs[3].clone();
         again.1.seed = Some(7);
         reqs.push(again);
+        // A prompt that begins with another's: prefilled after a copy of the shared prefix
+        // where the model computes it the same bits.
+        let mut longer = reqs[5].clone();
+        longer.0.extend(prompt(&lm, &[9, 8, 7, 6, 5, 4]));
+        longer.1.seed = Some(9);
+        reqs.push(longer);
         let expected: Vec<_> = reqs
             .iter()
             .map(|(pr, p)| {
@@ -1296,7 +1358,10 @@ mod tests {
         assert!(st.joined_running.load(Relaxed) > 0, "{st:?}");
         assert!(st.relayouts.load(Relaxed) > 0, "{st:?}");
         assert!(st.prompt_cache_hits.load(Relaxed) > 0, "{st:?}");
-        st.shared_prompt_rows.load(Relaxed)
+        (
+            st.shared_prompt_rows.load(Relaxed),
+            st.prefix_reused_tokens.load(Relaxed),
+        )
     }
 
     /// When most rows of the running batch have finished, they are dropped from the cache and

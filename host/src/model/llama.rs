@@ -397,6 +397,17 @@ impl Llama {
         self.decode_weights().is_some()
     }
 
+    /// Whether the cached prefill of a `len`-token prompt computes each position the same bits
+    /// whether it is prefilled whole or after a prefix prefilled before: its products run on
+    /// the packed kernel with at least 5 rows (see `spar_gemm`'s tiles) and its attention on
+    /// the decode kernel; libtorch's element-wise operations work row by row. The engine reuses
+    /// cached prefixes only then, so its results do not depend on what it served before.
+    pub fn prefill_is_row_exact(&self, len: i64) -> bool {
+        (5..=small_gemm_rows()).contains(&len)
+            && self.cfg.head_size() % 16 == 0
+            && self.uses_decode_kernel()
+    }
+
     /// Drop the packed decode copies; whoever changes weights in place after generating must
     /// call this (the next decode step repacks).
     pub fn unpack(&mut self) {
@@ -532,7 +543,9 @@ impl Llama {
                 }
                 None => (k, v),
             };
-            let att = if packed.is_some() && t == 1 {
+            // Decode steps, and prefills of one sequence (each query position a row of the
+            // kernel, all reading the one cache row), go through the kernel.
+            let att = if packed.is_some() && (t == 1 || b == 1) {
                 decode_attention(&q, &k, &v, mask, nkv, &borrowed)
             } else {
                 // GQA inside SDPA: no copies of the cache per query-head group.
@@ -624,12 +637,16 @@ impl Llama {
     }
 }
 
-/// Attention of one new position per row (`q`: `[B, H, 1, D]`) over the cached keys and values
-/// (`[B, H_kv, S, D]` views of the cache) under `mask` (`[B, 1, 1, S]`): the `spar-gemm`
-/// kernel, which reads each row's visible span of the cache in place (libtorch's CPU
-/// attention loops over every (row, head) pair with small products and copies, and computes
-/// the padding of ragged batches too); `borrowed` (empty or one per row) are the cache's
-/// shared spans. Other layouts go through libtorch's SDPA.
+/// Attention of one new position per row (`q`: `[B, H, 1, D]`), or of the `T` new positions of
+/// one sequence (`q`: `[1, H, T, D]`), over the cached keys and values (`[B, H_kv, S, D]` views
+/// of the cache) under `mask` (`[B, 1, T, S]`): the `spar-gemm` kernel, which reads each row's
+/// visible span of the cache in place (libtorch's CPU attention loops over every (row, head)
+/// pair with small products and copies, and computes the padding of ragged batches too);
+/// `borrowed` (empty or one per row) are the cache's shared spans. The `T` positions of a
+/// prefill are the kernel's rows, all reading cache row 0 (a batch stride of 0): each
+/// position's result is computed as a decode step computes it, the same bits whether the
+/// positions before it were prefilled with it or earlier. Other layouts go through
+/// libtorch's SDPA.
 fn decode_attention(
     q: &Tensor,
     k: &Tensor,
@@ -638,7 +655,7 @@ fn decode_attention(
     nkv: i64,
     borrowed: &[Option<spar_gemm::Borrowed>],
 ) -> Tensor {
-    let (b, nh, _, d) = q.size4().expect("q is [B, H, 1, D]");
+    let (b, nh, t, d) = q.size4().expect("q is [B, H, T, D]");
     let s = k.size()[2];
     let on_cpu_f32 = |t: &Tensor| t.kind() == Kind::Float && t.device() == Device::Cpu;
     let fits = d % 16 == 0
@@ -649,8 +666,9 @@ fn decode_attention(
         && v.size() == k.size()
         && k.stride()[3] == 1
         && v.stride()[3] == 1
+        && (t == 1 || b == 1)
         && mask.kind() == Kind::Bool
-        && mask.numel() as i64 == b * s;
+        && mask.numel() as i64 == b * t * s;
     if !fits {
         return Tensor::scaled_dot_product_attention(
             q,
@@ -663,13 +681,19 @@ fn decode_attention(
             nh != nkv,
         );
     }
-    let q = q.contiguous();
+    // Rows of the kernel: `[B·T, H, D]` (for a prefill, `B` is 1 and the rows share the cache
+    // row: batch stride 0).
+    let rows = b * t;
+    let q = q.transpose(1, 2).contiguous();
     // A bool tensor stores one byte (0 or 1) per element: read in place, no conversion per layer.
     let mask = mask.contiguous();
-    let out = Tensor::empty([b, nh, 1, d], (Kind::Float, Device::Cpu));
-    let (ks, vs) = (k.stride(), v.stride());
+    let out = Tensor::empty([b, t, nh, d], (Kind::Float, Device::Cpu));
+    let (mut ks, mut vs) = (k.stride(), v.stride());
+    if t > 1 {
+        (ks[0], vs[0]) = (0, 0);
+    }
     let shape = spar_gemm::AttentionShape {
-        batch: b as usize,
+        batch: rows as usize,
         heads: nh as usize,
         kv_heads: nkv as usize,
         head_dim: d as usize,
@@ -677,21 +701,23 @@ fn decode_attention(
         k_strides: [ks[0] as usize, ks[1] as usize, ks[2] as usize],
         v_strides: [vs[0] as usize, vs[1] as usize, vs[2] as usize],
     };
-    let n = (b * nh * d) as usize;
+    let n = (rows * nh * d) as usize;
+    let borrowed = if t == 1 { borrowed } else { &[] };
     // SAFETY: contiguous f32 tensors of the sizes given; `k` and `v` are live views whose
-    // strides describe every element the kernel reads; `out` is fresh.
+    // strides describe every element the kernel reads (a prefill's rows read cache row 0);
+    // `out` is fresh.
     unsafe {
         spar_gemm::attend_decode_borrowing(
             std::slice::from_raw_parts(q.data_ptr() as *const f32, n),
             k.data_ptr() as *const f32,
             v.data_ptr() as *const f32,
-            std::slice::from_raw_parts(mask.data_ptr() as *const u8, (b * s) as usize),
+            std::slice::from_raw_parts(mask.data_ptr() as *const u8, (rows * s) as usize),
             shape,
             borrowed,
             std::slice::from_raw_parts_mut(out.data_ptr() as *mut f32, n),
         );
     }
-    out
+    out.transpose(1, 2)
 }
 
 /// Causal attention over right-padded rows without a cache: query i sees keys j ≤ i that are
@@ -719,6 +745,96 @@ pub(crate) mod tests {
         }))
         .unwrap();
         tch::no_grad(|| Llama::new(cfg, Device::Cpu))
+    }
+
+    /// A prompt prefilled whole, and prefilled after a prefix prefilled before (the engine's
+    /// reuse of a cached prompt's prefix), give the same bits: every key and value of every
+    /// layer, and the last position's logits. Heads of 16 (the kernels' smallest), with
+    /// several batch rows of products (5–40 rows, so tiles of every kind).
+    #[test]
+    fn prefill_after_a_cached_prefix_gives_the_same_bits() {
+        tch::manual_seed(3);
+        let cfg: ModelConfig = serde_json::from_value(serde_json::json!({
+            "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 64,
+            "max_position_embeddings": 128, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+            "tie_word_embeddings": true
+        }))
+        .unwrap();
+        let mut m = tch::no_grad(|| Llama::new(cfg, Device::Cpu));
+        m.fuse_for_inference();
+        let l = 45i64;
+        assert_eq!(m.prefill_is_row_exact(l), crate::model::gemm::available());
+        if !m.prefill_is_row_exact(l) {
+            return;
+        }
+        let ids: Vec<i64> = (0..l).map(|i| (i * 37 + 11) % 61 + 3).collect();
+        let cpu = (Kind::Int64, Device::Cpu);
+        let prefill = |cache: &mut KvCache, from: i64| {
+            let t = l - from;
+            let mask = Tensor::ones([l, l], (Kind::Bool, Device::Cpu))
+                .tril(0)
+                .narrow(0, from, t)
+                .view([1, 1, t, l]);
+            let h = tch::no_grad(|| {
+                m.forward(
+                    &Tensor::from_slice(&ids[from as usize..]).view([1, t]),
+                    &Tensor::arange_start(from, l, cpu).view([1, t]),
+                    &mask,
+                    Some(cache),
+                )
+            });
+            m.next_logits(&h.narrow(1, t - 1, 1).squeeze_dim(1))
+        };
+        let bits = |t: &Tensor| -> Vec<u32> {
+            Vec::<f32>::try_from(t.flatten(0, -1))
+                .unwrap()
+                .iter()
+                .map(|x| x.to_bits())
+                .collect()
+        };
+        let mut whole = m.new_cache(1, l);
+        let want = bits(&prefill(&mut whole, 0));
+        for p in [1, 4, 5, 12, 23, 40] {
+            // An earlier prompt (of 5 tokens or more) beginning with the prefix, then the rest
+            // of this one after a copy of the prefix's columns.
+            let mut other = ids[..p as usize].to_vec();
+            other.extend((0..5).map(|i| 60 - i));
+            let o = other.len() as i64;
+            let mut first = m.new_cache(1, o);
+            let mask = Tensor::ones([o, o], (Kind::Bool, Device::Cpu))
+                .tril(0)
+                .view([1, 1, o, o]);
+            let _ = tch::no_grad(|| {
+                m.forward(
+                    &Tensor::from_slice(&other).view([1, o]),
+                    &Tensor::arange(o, cpu).view([1, o]),
+                    &mask,
+                    Some(&mut first),
+                )
+            });
+            let mut cache = m.new_cache(1, l);
+            cache.place(&[0], &first, p, 0);
+            cache.len = p;
+            assert_eq!(
+                bits(&prefill(&mut cache, p)),
+                want,
+                "logits after a prefix of {p}"
+            );
+            for (layer, (a, b)) in cache
+                .k
+                .iter()
+                .zip(&whole.k)
+                .chain(cache.v.iter().zip(&whole.v))
+                .enumerate()
+            {
+                assert_eq!(
+                    bits(a),
+                    bits(b),
+                    "keys/values {layer} after a prefix of {p}"
+                );
+            }
+        }
     }
 
     #[test]
