@@ -307,14 +307,28 @@ impl Tile {
     }
 }
 
-/// Split `0..n` into one contiguous range per thread of the pool and run `f` on each.
+/// Run `f` over contiguous ranges covering `0..n` on the threads of the pool. The ranges
+/// (about eight per thread) are taken in turn by whichever thread is free, so a thread that
+/// started late or runs slower (a core shared with other work, parts of unequal cost such as
+/// attention spans of different lengths) leaves its share to the others instead of being
+/// waited for.
 fn run_split(n: usize, f: &(dyn Fn(usize, usize) + Sync)) {
     let pool = Pool::get();
     let t = pool.threads().min(n.max(1));
     if t <= 1 {
         return f(0, n);
     }
-    pool.run(t, &|i| f(n * i / t, n * (i + 1) / t));
+    let chunk = (n / (8 * t)).max(1);
+    let next = AtomicUsize::new(0);
+    pool.run(t, &|_| {
+        loop {
+            let from = next.fetch_add(chunk, Ordering::Relaxed);
+            if from >= n {
+                break;
+            }
+            f(from, (from + chunk).min(n));
+        }
+    });
 }
 
 /// Set the number of threads (this one included) before the first product; later calls have
