@@ -614,7 +614,14 @@ struct Slot {
     /// The prefilled prompt this row's first `prompt_len` columns were copied from.
     prompt: u64,
     prompt_len: i64,
+    /// That prompt's tokens, when it was prefilled row-exact (`Llama::prefill_is_row_exact`):
+    /// then the keys and values of a prefix it shares with another such prompt are the same
+    /// bits in both rows.
+    exact_ids: Option<std::rc::Rc<Vec<i64>>>,
 }
+
+/// Rows whose prompts share a prefix of at least this many tokens read it from one copy.
+const MIN_SHARED_PREFIX: usize = 16;
 
 /// The engine loop: admit waiting requests (prefill each prompt once, its `n` samples share
 /// the prefix), then decode one token for every running row, finish rows, reply, repeat.
@@ -721,19 +728,33 @@ fn serve(lm: &LoadedModel, rx: &std_mpsc::Receiver<Job>, max_rows: usize, st: &E
                 }
             }
         }
-        // Rows placed from one prefilled prompt hold copies of its keys and values: attention
-        // reads the first live row's copy for all of them (once from memory, not per row).
+        // Rows placed from one prefilled prompt hold copies of its keys and values, and so do
+        // rows whose row-exact prompts begin alike for the shared prefix: attention reads the
+        // first such live row's copy for all of them (once from memory, not per row).
         let mut leaders = std::collections::HashMap::new();
         let borrowed = (0..slots.len())
             .map(|i| {
                 let s = slots[i].as_ref()?;
                 let lead = *leaders.entry(s.prompt).or_insert(i);
+                let (lead, len) = if lead != i {
+                    (lead, s.prompt_len as usize)
+                } else {
+                    let ids = s.exact_ids.as_ref()?;
+                    (0..i)
+                        .filter_map(|j| {
+                            let o = slots[j].as_ref()?.exact_ids.as_ref()?;
+                            let n = o.iter().zip(ids.iter()).take_while(|(a, b)| a == b);
+                            Some((j, n.count()))
+                        })
+                        .max_by_key(|&(j, n)| (n, std::cmp::Reverse(j)))
+                        .filter(|&(_, n)| n >= MIN_SHARED_PREFIX)?
+                };
                 let l = slots[lead].as_ref().expect("a leader is live");
-                (lead != i).then(|| spar_gemm::Borrowed {
+                Some(spar_gemm::Borrowed {
                     leader: lead,
                     leader_col: (l.first_col - c.start) as usize,
                     own_col: (s.first_col - c.start) as usize,
-                    len: s.prompt_len as usize,
+                    len,
                 })
             })
             .collect::<Vec<_>>();
@@ -985,6 +1006,9 @@ fn admit(
         answer(s);
         return Ok(None);
     }
+    let exact_ids = model
+        .prefill_is_row_exact(l)
+        .then(|| std::rc::Rc::new(s.job.prompt.clone()));
     // Slots: dead ones first, then new ones.
     let free: Vec<usize> = (0..slots.len()).filter(|&i| slots[i].is_none()).collect();
     let grow = going.len().saturating_sub(free.len());
@@ -1050,6 +1074,7 @@ fn admit(
             next,
             prompt: prefilled.2,
             prompt_len: l,
+            exact_ids: exact_ids.clone(),
         });
         placed.push(i as i64);
     }
@@ -1298,6 +1323,60 @@ mod tests {
                 "{reused} prompt tokens reused from a cached prefix"
             );
         }
+    }
+
+    /// Two requests whose prompts begin with the same 20 tokens (then 6 of their own): the second prefills only its
+    /// rest, and while both decode, its attention reads the shared prefix from the first
+    /// row's copy; each still gets exactly what it gets alone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn prompts_sharing_a_prefix_prefill_and_read_it_once() {
+        if !crate::model::gemm::available() {
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("spar-gen-prefix-{}", std::process::id()));
+        crate::model::tiny::write_tiny_model_hidden(&dir, 64, 11, 64).unwrap();
+        let lm = LoadedModel::load(&dir, Device::Cpu, Kind::Float).unwrap();
+        let base: Vec<usize> = (0..20).map(|k| 3 + (k * 7) % 60).collect();
+        let reqs: Vec<(Vec<i64>, SamplingParams)> =
+            [[40, 41, 42, 43, 44, 45], [50, 51, 52, 53, 54, 55]]
+                .iter()
+                .enumerate()
+                .map(|(i, tail)| {
+                    let words: Vec<usize> = base.iter().chain(tail.iter()).copied().collect();
+                    let p = SamplingParams {
+                        temperature: 0.8,
+                        max_new_tokens: 60,
+                        ignore_eos: true,
+                        seed: Some(i as u64),
+                        ..Default::default()
+                    };
+                    (prompt(&lm, &words), p)
+                })
+                .collect();
+        let alone: Vec<_> = reqs
+            .iter()
+            .map(|(pr, p)| generate(&lm, std::slice::from_ref(pr), std::slice::from_ref(p)))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let engine = Engine::start(lm, 8).unwrap();
+        let handles: Vec<_> = reqs
+            .into_iter()
+            .map(|(pr, p)| {
+                let e = engine.clone();
+                tokio::spawn(async move { e.submit(pr, p).await })
+            })
+            .collect();
+        for (i, h) in handles.into_iter().enumerate() {
+            assert_eq!(h.await.unwrap().unwrap(), alone[i][0], "request {i}");
+        }
+        use std::sync::atomic::Ordering::Relaxed;
+        let st = engine.stats();
+        assert_eq!(st.prefix_reused_tokens.load(Relaxed), 20, "{st:?}");
+        assert!(
+            st.row_steps.load(Relaxed) > st.steps.load(Relaxed),
+            "both rows decoded together"
+        );
+        assert!(st.shared_prompt_rows.load(Relaxed) > 0, "{st:?}");
     }
 
     /// Rows that read a shared prompt copy, and prompt tokens copied from a cached prefix.
