@@ -404,7 +404,7 @@ impl Llama {
     /// cached prefixes only then, so its results do not depend on what it served before.
     pub fn prefill_is_row_exact(&self, len: i64) -> bool {
         (5..=small_gemm_rows()).contains(&len)
-            && self.cfg.head_size() % 16 == 0
+            && self.cfg.head_size().is_multiple_of(16)
             && self.uses_decode_kernel()
     }
 
