@@ -645,6 +645,8 @@ fn serve(lm: &LoadedModel, rx: &std_mpsc::Receiver<Job>, max_rows: usize, st: &E
         prefills: 0,
     };
     let mut open = true;
+    // The batch cache need not be zeroed where only the decode kernel reads it.
+    let unzeroed = model.decode_attention_on_kernel(max_rows as i64);
     loop {
         let live = slots.iter().filter(|s| s.is_some()).count();
         if live == 0 && queue.is_empty() {
@@ -688,6 +690,7 @@ fn serve(lm: &LoadedModel, rx: &std_mpsc::Receiver<Job>, max_rows: usize, st: &E
                 (&mut rows, &mut slots, &mut cache),
                 &mut prompts,
                 ctx,
+                unzeroed,
                 st,
             );
             st.prefill_ns
@@ -886,7 +889,11 @@ fn finish(
 /// Prefill one request and give its rows slots in the running batch (their prompt keys end
 /// at the batch's current column, so every row writes its next key at the same column).
 /// `Ok(None)`: the request finished at once and has been answered.
-#[allow(clippy::type_complexity, clippy::result_large_err)]
+#[allow(
+    clippy::type_complexity,
+    clippy::result_large_err,
+    clippy::too_many_arguments
+)]
 fn admit(
     lm: &LoadedModel,
     job: Job,
@@ -898,6 +905,7 @@ fn admit(
     ),
     prompts: &mut PromptCache,
     ctx: i64,
+    unzeroed: bool,
     st: &EngineStats,
 ) -> Result<Option<Served>, (Job, ModelError)> {
     let model = &lm.model;
@@ -933,7 +941,8 @@ fn admit(
             hit
         }
         None => {
-            let mut pre = model.new_cache(1, l);
+            // Each layer writes the prompt's columns before its attention reads them.
+            let mut pre = model.new_cache_unzeroed(1, l);
             // Positions a cached prompt shares with this one are copied, not computed, where
             // that gives the same bits (the rest keeps at least 5 rows; see
             // `Llama::prefill_is_row_exact`).
@@ -1045,7 +1054,13 @@ fn admit(
             }
             c
         }
-        None => cache.insert(model.new_cache(going.len() as i64, l + remaining + 64)),
+        None => {
+            let (b, cap) = (going.len() as i64, l + remaining + 64);
+            cache.insert(match unzeroed {
+                true => model.new_cache_unzeroed(b, cap),
+                false => model.new_cache(b, cap),
+            })
+        }
     };
     if c.len == 0 {
         c.len = l;

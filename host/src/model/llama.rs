@@ -71,6 +71,10 @@ pub struct KvCache {
     /// row's, which decode attention reads instead (rows placed from one prefilled prompt).
     /// Whoever sets it keeps the equality; `place`, `keep_rows` and `relayout` clear it.
     pub borrowed: Vec<Option<spar_gemm::Borrowed>>,
+    /// Columns nobody wrote hold zeros. When false they hold whatever the allocator gave
+    /// (no pass over the memory): only for caches whose unwritten columns nothing reads (see
+    /// `Llama::new_cache_unzeroed`).
+    zeroed: bool,
 }
 
 impl KvCache {
@@ -119,7 +123,11 @@ impl KvCache {
         assert!(to + w <= capacity, "the window fits the new capacity");
         for t in self.k.iter_mut().chain(self.v.iter_mut()) {
             let sz = t.size();
-            let fresh = Tensor::zeros([batch, sz[1], capacity, sz[3]], (t.kind(), t.device()));
+            let shape = [batch, sz[1], capacity, sz[3]];
+            let fresh = match self.zeroed {
+                true => Tensor::zeros(shape, (t.kind(), t.device())),
+                false => Tensor::empty(shape, (t.kind(), t.device())),
+            };
             if w > 0 {
                 fresh
                     .narrow(0, 0, sz[0])
@@ -403,9 +411,7 @@ impl Llama {
     /// the decode kernel; libtorch's element-wise operations work row by row. The engine reuses
     /// cached prefixes only then, so its results do not depend on what it served before.
     pub fn prefill_is_row_exact(&self, len: i64) -> bool {
-        (5..=small_gemm_rows()).contains(&len)
-            && self.cfg.head_size().is_multiple_of(16)
-            && self.uses_decode_kernel()
+        len >= 5 && self.decode_attention_on_kernel(len)
     }
 
     /// Drop the packed decode copies; whoever changes weights in place after generating must
@@ -439,6 +445,28 @@ impl Llama {
 
     /// An empty cache for `batch` rows and up to `capacity` positions.
     pub fn new_cache(&self, batch: i64, capacity: i64) -> KvCache {
+        self.cache(batch, capacity, true)
+    }
+
+    /// A cache whose columns are not zeroed first (allocating it, and every re-layout, skips
+    /// a pass over the memory), for a caller that never lets attention read a column nobody
+    /// wrote: a prompt's prefill (each layer writes its columns before reading them), or a
+    /// decoding batch whose masked columns only the decode kernel sees (it skips them; other
+    /// attention would multiply their garbage by zero, and NaN · 0 is NaN). The latter: only
+    /// where `decode_attention_on_kernel` for the most rows the batch can have.
+    pub fn new_cache_unzeroed(&self, batch: i64, capacity: i64) -> KvCache {
+        self.cache(batch, capacity, false)
+    }
+
+    /// Whether the attention of every decode step of up to `rows` rows runs on the
+    /// `spar-gemm` kernel, which reads only the columns each row's mask opens.
+    pub fn decode_attention_on_kernel(&self, rows: i64) -> bool {
+        rows <= small_gemm_rows()
+            && self.cfg.head_size().is_multiple_of(16)
+            && self.uses_decode_kernel()
+    }
+
+    fn cache(&self, batch: i64, capacity: i64, zeroed: bool) -> KvCache {
         let shape = [
             batch,
             self.cfg.num_heads_kv() as i64,
@@ -446,17 +474,18 @@ impl Llama {
             self.cfg.head_size() as i64,
         ];
         let opts = (self.kind(), self.device());
+        let new = || match zeroed {
+            true => Tensor::zeros(shape, opts),
+            false => Tensor::empty(shape, opts),
+        };
         KvCache {
-            k: (0..self.layers.len())
-                .map(|_| Tensor::zeros(shape, opts))
-                .collect(),
-            v: (0..self.layers.len())
-                .map(|_| Tensor::zeros(shape, opts))
-                .collect(),
+            k: (0..self.layers.len()).map(|_| new()).collect(),
+            v: (0..self.layers.len()).map(|_| new()).collect(),
             len: 0,
             capacity,
             start: 0,
             borrowed: Vec::new(),
+            zeroed,
         }
     }
 
