@@ -126,7 +126,7 @@ impl KvCache {
             let shape = [batch, sz[1], capacity, sz[3]];
             let fresh = match self.zeroed {
                 true => Tensor::zeros(shape, (t.kind(), t.device())),
-                false => Tensor::empty(shape, (t.kind(), t.device())),
+                false => unzeroed(shape, (t.kind(), t.device())),
             };
             if w > 0 {
                 fresh
@@ -139,6 +139,16 @@ impl KvCache {
         self.start = to;
         self.len = to + w;
         self.capacity = capacity;
+    }
+}
+
+/// Memory for a cache's columns, not zeroed. The crate's unit tests fill it with NaN instead,
+/// so that a read of a column nobody wrote shows in their results.
+fn unzeroed(shape: [i64; 4], opts: (Kind, Device)) -> Tensor {
+    if cfg!(test) {
+        Tensor::full(shape, f64::NAN, opts)
+    } else {
+        Tensor::empty(shape, opts)
     }
 }
 
@@ -476,7 +486,7 @@ impl Llama {
         let opts = (self.kind(), self.device());
         let new = || match zeroed {
             true => Tensor::zeros(shape, opts),
-            false => Tensor::empty(shape, opts),
+            false => unzeroed(shape, opts),
         };
         KvCache {
             k: (0..self.layers.len()).map(|_| new()).collect(),
