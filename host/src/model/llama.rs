@@ -775,9 +775,14 @@ pub(crate) mod tests {
 
     /// A tiny random model: 2 layers, GQA 4/2 heads, vocabulary 64.
     pub fn tiny(seed: i64) -> Llama {
+        tiny_with(seed, 32)
+    }
+
+    /// As [`tiny`] with hidden size `hidden` (64: heads of 16, the kernels' smallest).
+    fn tiny_with(seed: i64, hidden: usize) -> Llama {
         tch::manual_seed(seed);
         let cfg: ModelConfig = serde_json::from_value(serde_json::json!({
-            "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+            "hidden_size": hidden, "intermediate_size": 2 * hidden, "num_hidden_layers": 2,
             "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 64,
             "max_position_embeddings": 128, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
             "tie_word_embeddings": true
@@ -792,15 +797,7 @@ pub(crate) mod tests {
     /// several batch rows of products (5–40 rows, so tiles of every kind).
     #[test]
     fn prefill_after_a_cached_prefix_gives_the_same_bits() {
-        tch::manual_seed(3);
-        let cfg: ModelConfig = serde_json::from_value(serde_json::json!({
-            "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-            "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 64,
-            "max_position_embeddings": 128, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
-            "tie_word_embeddings": true
-        }))
-        .unwrap();
-        let mut m = tch::no_grad(|| Llama::new(cfg, Device::Cpu));
+        let mut m = tiny_with(3, 64);
         m.fuse_for_inference();
         let l = 45i64;
         assert_eq!(m.prefill_is_row_exact(l), crate::model::gemm::available());
