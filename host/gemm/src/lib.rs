@@ -962,6 +962,19 @@ mod attention_tests {
         tests::rand(seed, n).iter().map(|x| x * 4.0).collect()
     }
 
+    /// Key and value caches of `batch` rows × `kv_heads` × `cols` positions, and the queries
+    /// of `heads` per row, all of head size `d`.
+    fn inputs(
+        seed: u64,
+        (batch, heads, kv_heads, d): (usize, usize, usize, usize),
+        cols: usize,
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let mut seed = seed;
+        let kc = wide(&mut seed, batch * kv_heads * cols * d);
+        let vc = wide(&mut seed, batch * kv_heads * cols * d);
+        (kc, vc, wide(&mut seed, batch * heads * d))
+    }
+
     #[test]
     fn exp_is_accurate() {
         if !available() {
@@ -989,13 +1002,9 @@ mod attention_tests {
         if !available() {
             return;
         }
-        let mut seed = 5u64;
-        let mut rnd = |n: usize| wide(&mut seed, n);
         let (batch, heads, kv_heads, d, s, len) = (4, 6, 2, 32, 12, 5);
         let strides = [kv_heads * s * d, s * d, d];
-        let mut kc = rnd(batch * kv_heads * s * d);
-        let mut vc = rnd(batch * kv_heads * s * d);
-        let q = rnd(batch * heads * d);
+        let (mut kc, mut vc, q) = inputs(5, (batch, heads, kv_heads, d), s);
         // Rows 0, 1 and 2 hold one prompt of `len` columns, at columns 1, 3 and 1; row 3 is
         // on its own. Each row sees from its prompt's first column on.
         let starts = [1usize, 3, 1, 0];
@@ -1061,13 +1070,9 @@ mod attention_tests {
         if !available() {
             return;
         }
-        let mut seed = 11u64;
-        let mut rnd = |n: usize| wide(&mut seed, n);
         let (batch, heads, kv_heads, d, cap, s) = (3, 6, 2, 32, 12, 9);
         // Caches of capacity `cap`, attention over the window 2..2+s (a strided view).
-        let kc = rnd(batch * kv_heads * cap * d);
-        let vc = rnd(batch * kv_heads * cap * d);
-        let q = rnd(batch * heads * d);
+        let (kc, vc, q) = inputs(11, (batch, heads, kv_heads, d), cap);
         // Row 0 sees everything, row 1 a suffix (left padding), row 2 a hole in the middle.
         let mut mask = vec![1u8; batch * s];
         mask[s..s + 4].fill(0);

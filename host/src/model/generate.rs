@@ -910,7 +910,6 @@ fn admit(
 ) -> Result<Option<Served>, (Job, ModelError)> {
     let model = &lm.model;
     let tok = &lm.tokenizer;
-    let dev = model.device();
     let p = &job.prompt;
     let sp = job.params.clone();
     let l = p.len() as i64;
@@ -961,16 +960,7 @@ fn admit(
                 .fetch_add(from as u64, std::sync::atomic::Ordering::Relaxed);
             st.prefill_tokens
                 .fetch_add((l - from) as u64, std::sync::atomic::Ordering::Relaxed);
-            let ids = Tensor::from_slice(&p[from as usize..])
-                .view([1, l - from])
-                .to_device(dev);
-            let pos = Tensor::arange_start(from, l, (Kind::Int64, dev)).unsqueeze(0);
-            let mask = Tensor::ones([l, l], (Kind::Bool, dev))
-                .tril(0)
-                .narrow(0, from, l - from)
-                .view([1, 1, l - from, l]);
-            let hidden = model.forward(&ids, &pos, &mask, Some(&mut pre));
-            let last = model.next_logits(&hidden.narrow(1, l - from - 1, 1).squeeze_dim(1));
+            let last = model.prefill(p, &mut pre);
             prompts.prefills += 1;
             let v = std::rc::Rc::new((pre, last, prompts.prefills));
             prompts.put(p.clone(), v.clone());

@@ -636,6 +636,28 @@ impl Llama {
         rms_norm(&xs, &self.norm, self.cfg.rms_norm_eps)
     }
 
+    /// Prefill a prompt into a one-row `cache` that already holds its first `cache.len`
+    /// positions (none, or a prefix copied from another prompt's cache): the rest are computed
+    /// under the causal mask. Returns the logits of the last position, `[1, V]`.
+    pub fn prefill(&self, ids: &[i64], cache: &mut KvCache) -> Tensor {
+        let dev = self.device();
+        let (l, from) = (ids.len() as i64, cache.len);
+        let t = l - from;
+        let mask = Tensor::ones([l, l], (Kind::Bool, dev))
+            .tril(0)
+            .narrow(0, from, t)
+            .view([1, 1, t, l]);
+        let hidden = self.forward(
+            &Tensor::from_slice(&ids[from as usize..])
+                .view([1, t])
+                .to_device(dev),
+            &Tensor::arange_start(from, l, (Kind::Int64, dev)).unsqueeze(0),
+            &mask,
+            Some(cache),
+        );
+        self.next_logits(&hidden.narrow(1, t - 1, 1).squeeze_dim(1))
+    }
+
     /// Vocabulary logits of hidden states `[.., H]` → `[.., V]`.
     pub fn logits(&self, hidden: &Tensor) -> Tensor {
         hidden.linear::<Tensor>(self.lm_head.as_ref().unwrap_or(&self.embed), None)
@@ -741,7 +763,6 @@ fn decode_attention(
         v_strides: [vs[0] as usize, vs[1] as usize, vs[2] as usize],
     };
     let n = (rows * nh * d) as usize;
-    let borrowed = if t == 1 { borrowed } else { &[] };
     // SAFETY: contiguous f32 tensors of the sizes given; `k` and `v` are live views whose
     // strides describe every element the kernel reads (a prefill's rows read cache row 0);
     // `out` is fresh.
@@ -805,23 +826,7 @@ pub(crate) mod tests {
             return;
         }
         let ids: Vec<i64> = (0..l).map(|i| (i * 37 + 11) % 61 + 3).collect();
-        let cpu = (Kind::Int64, Device::Cpu);
-        let prefill = |cache: &mut KvCache, from: i64| {
-            let t = l - from;
-            let mask = Tensor::ones([l, l], (Kind::Bool, Device::Cpu))
-                .tril(0)
-                .narrow(0, from, t)
-                .view([1, 1, t, l]);
-            let h = tch::no_grad(|| {
-                m.forward(
-                    &Tensor::from_slice(&ids[from as usize..]).view([1, t]),
-                    &Tensor::arange_start(from, l, cpu).view([1, t]),
-                    &mask,
-                    Some(cache),
-                )
-            });
-            m.next_logits(&h.narrow(1, t - 1, 1).squeeze_dim(1))
-        };
+        let prefill = |ids: &[i64], cache: &mut KvCache| tch::no_grad(|| m.prefill(ids, cache));
         let bits = |t: &Tensor| -> Vec<u32> {
             Vec::<f32>::try_from(t.flatten(0, -1))
                 .unwrap()
@@ -830,30 +835,19 @@ pub(crate) mod tests {
                 .collect()
         };
         let mut whole = m.new_cache(1, l);
-        let want = bits(&prefill(&mut whole, 0));
+        let want = bits(&prefill(&ids, &mut whole));
         for p in [1, 4, 5, 12, 23, 40] {
             // An earlier prompt (of 5 tokens or more) beginning with the prefix, then the rest
             // of this one after a copy of the prefix's columns.
             let mut other = ids[..p as usize].to_vec();
             other.extend((0..5).map(|i| 60 - i));
-            let o = other.len() as i64;
-            let mut first = m.new_cache(1, o);
-            let mask = Tensor::ones([o, o], (Kind::Bool, Device::Cpu))
-                .tril(0)
-                .view([1, 1, o, o]);
-            let _ = tch::no_grad(|| {
-                m.forward(
-                    &Tensor::from_slice(&other).view([1, o]),
-                    &Tensor::arange(o, cpu).view([1, o]),
-                    &mask,
-                    Some(&mut first),
-                )
-            });
+            let mut first = m.new_cache(1, other.len() as i64);
+            let _ = prefill(&other, &mut first);
             let mut cache = m.new_cache(1, l);
             cache.place(&[0], &first, p, 0);
             cache.len = p;
             assert_eq!(
-                bits(&prefill(&mut cache, p)),
+                bits(&prefill(&ids, &mut cache)),
                 want,
                 "logits after a prefix of {p}"
             );
